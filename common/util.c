@@ -1,0 +1,102 @@
+/*
+ * util.c - size parsing/formatting and the monotonic clock.
+ */
+#include "common/util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+int util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (!s || !*s)
+		return -EINVAL;
+	for (const char *p = s; *p; p++) {
+		if (!isdigit((unsigned char)*p))
+			return -EINVAL;
+		if (v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
+			return -ERANGE;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	if (v < min || v > max)
+		return -ERANGE;
+	*out = v;
+	return 0;
+}
+
+int util_parse_size(const char *s, uint64_t *out)
+{
+	char digits[32];
+	size_t n = 0;
+	unsigned shift = 0;
+	uint64_t v;
+	int rc;
+
+	if (!s)
+		return -EINVAL;
+	while (s[n] && isdigit((unsigned char)s[n]))
+		n++;
+	if (n == 0 || n >= sizeof(digits))
+		return n ? -ERANGE : -EINVAL;
+	memcpy(digits, s, n);
+	digits[n] = '\0';
+	rc = util_parse_u64(digits, 0, UINT64_MAX, &v);
+	if (rc)
+		return rc;
+	s += n;
+	switch (toupper((unsigned char)*s)) {
+	case '\0':
+		break;
+	case 'K': shift = 10; s++; break;
+	case 'M': shift = 20; s++; break;
+	case 'G': shift = 30; s++; break;
+	case 'T': shift = 40; s++; break;
+	case 'P': shift = 50; s++; break;
+	case 'B': break;
+	default:
+		return -EINVAL;
+	}
+	if (shift && (*s == 'i' || *s == 'I'))
+		s++;
+	if (*s == 'B' || *s == 'b')
+		s++;
+	if (*s)
+		return -EINVAL;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out = v << shift;
+	return 0;
+}
+
+char *util_fmt_size(uint64_t bytes, char *buf, size_t len)
+{
+	static const char units[] = "KMGTPE";
+	unsigned u = 0;
+	double v = (double)bytes;
+
+	if (bytes < 1024) {
+		snprintf(buf, len, "%llu", (unsigned long long)bytes);
+		return buf;
+	}
+	while (v >= 1024.0 && u < sizeof(units) - 1) {
+		v /= 1024.0;
+		u++;
+	}
+	if ((bytes & ((1ull << (10 * u)) - 1)) == 0)
+		snprintf(buf, len, "%.0f%c", v, units[u - 1]);
+	else
+		snprintf(buf, len, "%.1f%c", v, units[u - 1]);
+	return buf;
+}
+
+uint64_t util_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
