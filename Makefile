@@ -18,7 +18,7 @@ PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes
 CFLAGS ?= -O2 -g
-CFLAGS += -std=gnu11 $(WARN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I. $(PKG_CFLAGS) -MMD -MP -pthread
+CFLAGS += -fPIC -std=gnu11 $(WARN) -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I. $(PKG_CFLAGS) -MMD -MP -pthread
 LDFLAGS += -pthread
 LDLIBS += -Wl,--as-needed $(PKG_LIBS) -laio -lm
 ifneq ($(SANITIZE),)

@@ -1,0 +1,31 @@
+/*
+ * ctl.h - blkbackd's control socket (POOL/blkbackd.sock), spoken by blkctl.
+ *
+ * Protocol: AF_UNIX stream; the client sends one JSON object on one line, the daemon answers one
+ * JSON object on one line, then either side may send the next request. Every answer has
+ * "ok": true|false; a refusal has "error": "<one clear sentence>" and "errno": <positive errno>.
+ *
+ *   {"cmd":"ping"}                                  -> {"ok":true,"pid":N,"hv_dir":"..."}
+ *   {"cmd":"attach","vol":V,"domain":D,"vdev":"xvda","ro":false}
+ *                                                   -> {"ok":true,"domid":N,"devid":51712}
+ *        D is a domain name or decimal domid. The daemon writes the frontend and backend nodes
+ *        as a Xen toolstack does (state 1 on both sides); its own backend watch then serves it.
+ *   {"cmd":"detach","domain":D,"vdev":"xvda"}       -> {"ok":true}
+ *        Closes the vbd (Closing/Closed handshake, in-flight I/O completes), removes the nodes.
+ *   {"cmd":"resize","vol":V,"size":BYTES,"shrink":false} -> {"ok":true,"old_size":B,"size":B}
+ *        Online: every vbd of V sees the new size (sectors + state rewritten in one transaction).
+ *   {"cmd":"stats"} or {"cmd":"stats","domain":D,"vdev":X}
+ *        -> {"ok":true,"vbds":[{"domid","domain","vdev","devid","vol","state","ro",
+ *             "rd_req","wr_req","f_req","ds_req","oo_req","rd_sect","wr_sect","errors",
+ *             "inflight","rd_lat_p50_us","rd_lat_p99_us","wr_lat_p50_us","wr_lat_p99_us"}]}
+ *   {"cmd":"attached","vol":V}                      -> {"ok":true,"vbds":[{"domid","vdev"}...]}
+ *
+ * Requests are at most CTL_MAX_LINE bytes; a longer line or invalid JSON gets an error answer
+ * and the connection is closed.
+ */
+#ifndef SLUICE_BLKBACK_CTL_H
+#define SLUICE_BLKBACK_CTL_H
+
+#define CTL_MAX_LINE 4096
+
+#endif

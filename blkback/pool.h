@@ -1,0 +1,59 @@
+/*
+ * pool.h - a pool: the directory holding a host's volumes and blkbackd's control socket.
+ *
+ * Layout (POOL is the directory given with --pool / BLKCTL_POOL):
+ *   POOL/vols/<name>.img    the raw volume (sparse file), for store "raw"
+ *   POOL/vols/<name>.json   volume metadata: {"name","size","store","created"} (json-c)
+ *   POOL/blkbackd.sock      control socket of the running blkbackd (see ctl.h)
+ *   POOL/blkbackd.lock      flock'd by the running blkbackd
+ * Volume names: [A-Za-z0-9_.-], 1..63 characters, not starting with '.'.
+ * Metadata files are replaced atomically (write temp, fsync, rename).
+ */
+#ifndef SLUICE_BLKBACK_POOL_H
+#define SLUICE_BLKBACK_POOL_H
+
+#include <stdint.h>
+
+#define POOL_VOL_NAME_MAX 63
+
+struct pool_vol {
+	char name[POOL_VOL_NAME_MAX + 1];
+	uint64_t size_bytes; /**< the volume's size as recorded */
+	char store[16];      /**< "raw" (later "dedup") */
+	int64_t created;     /**< unix time */
+};
+
+/** 1 if @name is a valid volume name, else 0. */
+int pool_vol_name_ok(const char *name);
+
+/** Create POOL and POOL/vols if missing. Returns 0 or -errno. */
+int pool_init(const char *pool);
+
+/**
+ * Create volume @name of @size_bytes (multiple of 512, > 0) with store "raw": a sparse file and
+ * its metadata. Returns 0, -EEXIST, -EINVAL (bad name or size), -ENOSPC or -errno.
+ */
+int pool_vol_create(const char *pool, const char *name, uint64_t size_bytes);
+
+/** Remove a volume's data and metadata. -ENOENT if unknown. (Attachment checks are the caller's.) */
+int pool_vol_delete(const char *pool, const char *name);
+
+/** Read a volume's metadata. Returns 0, -ENOENT or -EINVAL (corrupt metadata). */
+int pool_vol_get(const char *pool, const char *name, struct pool_vol *out);
+
+/** Record a new size in the metadata (the data file is resized by the target). */
+int pool_vol_set_size(const char *pool, const char *name, uint64_t size_bytes);
+
+/** Path of a volume's data file into @buf. Returns 0 or -ENAMETOOLONG. */
+int pool_vol_path(const char *pool, const char *name, char *buf, unsigned len);
+
+/**
+ * List volumes sorted by name into a malloc'd array (*out, *count); free() it.
+ * Returns 0 or -errno.
+ */
+int pool_vol_list(const char *pool, struct pool_vol **out, unsigned *count);
+
+/** Path of the control socket into @buf. */
+int pool_ctl_path(const char *pool, char *buf, unsigned len);
+
+#endif
