@@ -96,7 +96,7 @@ unsigned int xs_perm_for(domid_t domid, const struct xs_perm *perms, uint32_t np
 
 /**
  * Parse @n NUL-terminated strings "r1" "b0" ... from @s into @out. Returns 0 or -EINVAL (bad
- * letter or domid).
+ * letter or domid; @out is then partly written).
  */
 int xs_perms_parse(const char *s, uint32_t n, struct xs_perm *out);
 
