@@ -38,20 +38,18 @@
 #include <xen/io/xenbus.h>
 
 /*
- * ring.h leaves the barriers to the includer (the kernel maps them to its own). The peer is
- * another process on the same machine, so CPU fences are what is needed: a full fence for
- * xen_mb (a store of our producer index must be visible before we load the peer's event index),
- * and acquire/release fences for the read and write barriers around index updates.
+ * ring.h leaves the barriers to the includer; with the default (old) interface version it maps
+ * them to mb()/rmb()/wmb(), which userspace does not have. The peer is another process on the
+ * same machine, so CPU fences are what is needed: a full fence for xen_mb (our producer index
+ * store must be visible before we load the peer's event index), acquire and release fences for
+ * the read and write barriers around index updates.
  */
-#ifndef xen_mb
+#undef xen_mb
+#undef xen_rmb
+#undef xen_wmb
 #define xen_mb() __atomic_thread_fence(__ATOMIC_SEQ_CST)
-#endif
-#ifndef xen_rmb
 #define xen_rmb() __atomic_thread_fence(__ATOMIC_ACQUIRE)
-#endif
-#ifndef xen_wmb
 #define xen_wmb() __atomic_thread_fence(__ATOMIC_RELEASE)
-#endif
 
 #define BF_NSEG BLKIF_MAX_SEGMENTS_PER_REQUEST
 #define BF_GREF_NONE ((grant_ref_t)-1)
