@@ -23,7 +23,8 @@
  * (hv_guest_open returns -EBUSY to a second one). fio runs each job in its own process by
  * default, so this engine switches every job to thread mode (as fio's rbd engine does) from its
  * setup hook, which fio calls in the main process before it starts the jobs: all jobs of one fio
- * run then share one guest context per (hv_dir, domain) and one connection per vdev. A vdev may
+ * run then share one guest context per (hv_dir, domain) and one connection per vdev, which stays
+ * up until fio unloads the engine (after its last job). A vdev may
  * be named by several jobs that run one after another (stonewall); two jobs using one vdev AT THE
  * SAME TIME are refused with EBUSY (a device belongs to one thread; use one job with a deeper
  * iodepth, or one vdev per job). With create_serialize=0 fio calls setup only in the job itself,
@@ -211,19 +212,29 @@ static int bfe_dev_get(struct thread_data *td, struct bfe_ctx *c, const char *vd
 	return 0;
 }
 
-/* Must hold bfe_lock. */
+/*
+ * Must hold bfe_lock. A device no job names any more stays connected (idle) until fio unloads
+ * the engine: with create_serialize=0 a later job opens it only when it starts, and should find
+ * the same connection (and a resize seen meanwhile), not a new handshake.
+ */
 static void bfe_dev_put(struct bfe_dev *d)
 {
-	struct bfe_dev **pp;
+	d->refs--;
+}
 
-	if (--d->refs)
-		return;
-	for (pp = &bfe_devs; *pp != d; pp = &(*pp)->next)
-		;
-	*pp = d->next;
-	blkfront_close(d->bf);
-	bfe_ctx_put(d->ctx);
-	free(d);
+/* fio unloads the engine after its last job (dlclose) or at exit: disconnect everything. */
+static void __attribute__((destructor)) bfe_unload(void)
+{
+	pthread_mutex_lock(&bfe_lock);
+	while (bfe_devs) {
+		struct bfe_dev *d = bfe_devs;
+
+		bfe_devs = d->next;
+		blkfront_close(d->bf);
+		bfe_ctx_put(d->ctx);
+		free(d);
+	}
+	pthread_mutex_unlock(&bfe_lock);
 }
 
 /* The job's state, created by whichever hook fio calls first (setup, init or iomem_alloc). */
@@ -318,6 +329,9 @@ static int fio_blkfront_setup(struct thread_data *td)
 				break;
 			FILE_SET_ENG_DATA(f, d);
 		}
+		/* An idle connection may hold a resize nobody processed yet. */
+		if (!d->user)
+			blkfront_process(d->bf);
 		blkfront_info(d->bf, &info);
 		f->real_file_size = info.sectors * 512;
 		fio_file_set_size_known(f);

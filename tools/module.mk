@@ -3,3 +3,24 @@
 
 BINS += $(BUILD)/bin/hvctl
 $(BUILD)/bin/hvctl: $(call objs,tools/hvctl.c) $(HV_LIB) $(COMMON_LIB)
+
+# The fio external ioengine, compiled against the headers of the installed fio (fetched and
+# configured by tools/fio-src.sh, which `make deps` runs). fio's headers are -isystem so our
+# warning flags apply to our code only. Everything but the `ioengine` symbol is hidden, so the
+# static libraries inside cannot clash with symbols the fio executable exports.
+FIO_SRC := third_party/fio-src
+FIO_ENGINE := $(BUILD)/lib/fio-blkfront.so
+LIBS_SO += $(FIO_ENGINE)
+
+$(FIO_SRC)/config-host.h:
+	sh tools/fio-src.sh
+
+$(BUILD)/obj/tools/fio_blkfront.o: tools/fio_blkfront.c $(FIO_SRC)/config-host.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fvisibility=hidden -isystem $(FIO_SRC) -include $(FIO_SRC)/config-host.h \
+		-c -o $@ $<
+
+$(FIO_ENGINE): $(BUILD)/obj/tools/fio_blkfront.o $(HV_LIB) $(COMMON_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -shared -Wl,--exclude-libs,ALL -o $@ $(filter %.o,$^) \
+		$(filter %.a,$^) $(LDLIBS)
