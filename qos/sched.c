@@ -1,0 +1,998 @@
+/*
+ * sched.c - the credit-weighted scheduler: admission, device window, credits, caps,
+ * reservations, BOOST, and the per-period accounting that adapts window and vrate.
+ *
+ * All state lives under one mutex per device (see qos.h for why that is enough). Accounting
+ * runs lazily: the first call after a period ended runs it before doing its own work, so no
+ * timer thread is needed.
+ */
+#include "qos/qos.h"
+#include "qos/qos_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PPM 1000000ull
+#define BASE_HIST 16     /* periods of latency minimums the base latency looks back over */
+#define RATE_SLOTS 64    /* periods kept for the per-vbd "last second" rates */
+#define WINDOW_STEP_DIV 8 /* window moves by 1/8 per period */
+#define TOL_MAX_NS (1ull << 60)
+
+/*
+ * A virtual-clock meter (GCRA): each unit pushes tat (theoretical arrival time) 1/rate seconds
+ * into the future; a request passes while tat is less than tol_ns ahead of now. Holds a cap, a
+ * burst's peak rate, or a reservation's token rate with one word of state, and tells exactly
+ * when the next request will pass.
+ */
+struct meter {
+	uint64_t tat_ns;
+	uint64_t rate; /* units per second; 0 = off */
+	uint64_t tol_ns;
+};
+
+struct list {
+	struct list *prev, *next;
+};
+
+struct rate_slot {
+	uint64_t ops, bytes, ns;
+};
+
+struct qos_vbd {
+	struct qos_sched *s;
+	struct list all;  /* s->vbds */
+	struct list wait; /* s->waiters while waiting */
+	struct qos_vbd_settings set;
+	qos_wake_fn wake;
+	void *wake_arg;
+
+	int64_t credit_ns;
+	int active;      /* counted in s->weight_active */
+	int demand;      /* admitted or refused something this period */
+	int waiting;     /* on s->waiters */
+	int granted;     /* room held in grant_ticket for pend_io */
+	uint64_t wait_since_ns;
+	uint64_t grant_ns;
+	struct qos_io pend_io;
+	struct qos_ticket grant_ticket;
+
+	struct meter cap_iops, cap_bps, peak_iops, peak_bps, resv;
+
+	uint64_t cursor; /* end of the previous request, to tell sequential */
+	int have_cursor;
+
+	uint64_t inflight_ns;
+	uint32_t inflight;
+	uint32_t boost_inflight;
+	uint64_t parked_until_ns;
+
+	/* throttled-time bookkeeping: a refused segment runs from seg_start_ns */
+	uint64_t seg_start_ns;
+	int seg_cap;
+
+	/* statistics */
+	uint64_t ops, bytes, dev_ns, throttled_ns, parked_ns, boosts;
+	uint64_t p_ops, p_bytes;
+	struct rate_slot rates[RATE_SLOTS];
+	unsigned rate_idx;
+};
+
+struct qos_sched {
+	pthread_mutex_t lock;
+	struct qos_params p;
+	struct qos_clock clk;
+	struct list vbds;
+	struct list waiters;
+	uint32_t nvbd, nwaiting;
+	uint64_t weight_active;
+	uint32_t nactive;
+	uint64_t resv_total;
+	uint64_t capacity_iops;
+	uint64_t cost4k_ns; /* a random 4 KiB read: smallest window */
+
+	uint64_t vrate_ppm;
+	uint64_t window_ns;
+	uint64_t inflight_ns;
+
+	uint64_t period_start_ns;
+	uint64_t next_tick_ns;
+	uint64_t last_evt_ns;
+	uint64_t periods;
+
+	/* this period's measurements */
+	uint64_t p_n, p_sum_e, p_min_e, p_sum_cost, p_refused, p_wait_ns;
+
+	uint64_t base_hist[BASE_HIST];
+	unsigned base_idx;
+	uint64_t lat_base_ns, lat_target_ns, lat_mean_ns;
+};
+
+/*
+ * ---- small helpers ----
+ */
+
+static void list_init(struct list *l)
+{
+	l->prev = l->next = l;
+}
+
+static void list_add_tail(struct list *head, struct list *n)
+{
+	n->prev = head->prev;
+	n->next = head;
+	head->prev->next = n;
+	head->prev = n;
+}
+
+static void list_del(struct list *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	list_init(n);
+}
+
+#define vbd_of(ptr, member) ((struct qos_vbd *)((char *)(ptr) - offsetof(struct qos_vbd, member)))
+
+static uint64_t min64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+static uint64_t max64(uint64_t a, uint64_t b)
+{
+	return a > b ? a : b;
+}
+
+static uint64_t mul_div(uint64_t a, uint64_t b, uint64_t c)
+{
+	unsigned __int128 r = (unsigned __int128)a * b / c;
+
+	return r > UINT64_MAX ? UINT64_MAX : (uint64_t)r;
+}
+
+static uint64_t meter_charge_ns(const struct meter *m, uint64_t units)
+{
+	/* Rounded up so that many small charges never add up to less than the rate allows. */
+	return (uint64_t)(((unsigned __int128)units * QOS_NS_PER_SEC + m->rate - 1) / m->rate);
+}
+
+/* 1 and *until (the time the meter lets a request through) when @m holds requests back now. */
+static int meter_blocked(const struct meter *m, uint64_t now, uint64_t *until)
+{
+	uint64_t tat;
+
+	if (!m->rate)
+		return 0;
+	tat = max64(m->tat_ns, now);
+	if (tat - now < m->tol_ns)
+		return 0;
+	*until = tat - m->tol_ns + 1;
+	return 1;
+}
+
+static void meter_charge(struct meter *m, uint64_t now, uint64_t units)
+{
+	if (m->rate)
+		m->tat_ns = max64(m->tat_ns, now) + meter_charge_ns(m, units);
+}
+
+static void meter_refund(struct meter *m, uint64_t units)
+{
+	if (m->rate)
+		m->tat_ns -= min64(m->tat_ns, meter_charge_ns(m, units));
+}
+
+static void meter_set(struct meter *m, uint64_t rate, uint64_t tol_ns)
+{
+	m->rate = rate;
+	m->tol_ns = tol_ns;
+}
+
+/*
+ * Reservation tokens: due when tat <= now. An idle vbd catches up at most one period's worth,
+ * so a reservation is a rate, not a bank.
+ */
+static int resv_due(const struct qos_vbd *v, uint64_t now)
+{
+	return v->resv.rate && v->resv.tat_ns <= now;
+}
+
+static void resv_take(struct qos_vbd *v, uint64_t now, uint64_t period_ns)
+{
+	uint64_t floor = now > period_ns ? now - period_ns : 0;
+
+	v->resv.tat_ns = max64(v->resv.tat_ns, floor) + meter_charge_ns(&v->resv, 1);
+}
+
+static uint64_t budget_ns(const struct qos_sched *s)
+{
+	return mul_div(s->p.period_ns, s->vrate_ppm, PPM);
+}
+
+/* One period's share of the budget for weight @w: the bound on both credit and debt. */
+static int64_t share_ns(const struct qos_sched *s, uint32_t w)
+{
+	uint64_t wt = s->weight_active ? s->weight_active : w;
+
+	return (int64_t)mul_div(budget_ns(s), w, wt);
+}
+
+/*
+ * ---- settings ----
+ */
+
+static int settings_check_locked(struct qos_sched *s, const struct qos_vbd *v,
+				 const struct qos_vbd_settings *set, char *why, size_t len)
+{
+	uint64_t others;
+
+	if (set->weight < QOS_WEIGHT_MIN || set->weight > QOS_WEIGHT_MAX) {
+		qos_why(why, len, "weight %u is outside %d..%d", set->weight, QOS_WEIGHT_MIN,
+			QOS_WEIGHT_MAX);
+		return -EINVAL;
+	}
+	if (set->cap_iops > QOS_RATE_MAX || set->cap_bps > QOS_RATE_MAX ||
+	    set->reserve_iops > QOS_RATE_MAX || set->burst_iops > QOS_RATE_MAX ||
+	    set->burst_bps > QOS_RATE_MAX) {
+		qos_why(why, len, "a rate is above the largest supported (%llu per second)",
+			(unsigned long long)QOS_RATE_MAX);
+		return -EINVAL;
+	}
+	if (set->reserve_iops && set->cap_iops && set->reserve_iops > set->cap_iops) {
+		qos_why(why, len, "reservation %llu IOPS is above the cap of %llu IOPS",
+			(unsigned long long)set->reserve_iops, (unsigned long long)set->cap_iops);
+		return -EINVAL;
+	}
+	others = s->resv_total - (v ? v->set.reserve_iops : 0);
+	if (set->reserve_iops > s->capacity_iops - min64(others, s->capacity_iops)) {
+		qos_why(why, len,
+			"reservations would add up to %llu IOPS, more than the device's %llu IOPS",
+			(unsigned long long)(others + set->reserve_iops),
+			(unsigned long long)s->capacity_iops);
+		return -EINVAL;
+	}
+	if (set->burst_iops && (!set->cap_iops || set->burst_iops <= set->cap_iops)) {
+		qos_why(why, len, "burst of %llu IOPS needs an IOPS cap below it",
+			(unsigned long long)set->burst_iops);
+		return -EINVAL;
+	}
+	if (set->burst_bps && (!set->cap_bps || set->burst_bps <= set->cap_bps)) {
+		qos_why(why, len, "burst of %llu bytes/s needs a bytes/s cap below it",
+			(unsigned long long)set->burst_bps);
+		return -EINVAL;
+	}
+	if ((set->burst_iops || set->burst_bps) &&
+	    (set->burst_seconds < 1 || set->burst_seconds > QOS_BURST_SECONDS_MAX)) {
+		qos_why(why, len, "burst length %u s is outside 1..%d s", set->burst_seconds,
+			QOS_BURST_SECONDS_MAX);
+		return -EINVAL;
+	}
+	if (!set->burst_iops && !set->burst_bps && set->burst_seconds) {
+		qos_why(why, len, "burst length %u s given without a burst rate",
+			set->burst_seconds);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * The cap meter tolerates one period (the granularity of "no stall longer than a period") plus,
+ * with a burst, exactly the excess that running at @burst for @secs accumulates.
+ */
+static void cap_meters_set(struct qos_sched *s, struct meter *avg, struct meter *peak,
+			   uint64_t cap, uint64_t burst, uint32_t secs)
+{
+	uint64_t tol = s->p.period_ns;
+
+	if (cap && burst) {
+		unsigned __int128 extra =
+			(unsigned __int128)secs * (burst - cap) * QOS_NS_PER_SEC / cap;
+
+		tol += extra > TOL_MAX_NS ? TOL_MAX_NS : (uint64_t)extra;
+	}
+	meter_set(avg, cap, tol);
+	meter_set(peak, cap ? burst : 0, s->p.period_ns);
+}
+
+static void vbd_apply(struct qos_vbd *v, const struct qos_vbd_settings *set)
+{
+	struct qos_sched *s = v->s;
+
+	if (v->active)
+		s->weight_active = s->weight_active - v->set.weight + set->weight;
+	s->resv_total = s->resv_total - v->set.reserve_iops + set->reserve_iops;
+	v->set = *set;
+	cap_meters_set(s, &v->cap_iops, &v->peak_iops, set->cap_iops, set->burst_iops,
+		       set->burst_seconds);
+	cap_meters_set(s, &v->cap_bps, &v->peak_bps, set->cap_bps, set->burst_bps,
+		       set->burst_seconds);
+	meter_set(&v->resv, set->reserve_iops, 0);
+}
+
+/*
+ * ---- charging ----
+ */
+
+static uint64_t io_units_bytes(const struct qos_io *io)
+{
+	return io->op == QOS_OP_READ || io->op == QOS_OP_WRITE ? io->len_bytes : 0;
+}
+
+static int vbd_capped(const struct qos_vbd *v, uint64_t now, uint64_t *until)
+{
+	const struct meter *m[4] = { &v->cap_iops, &v->peak_iops, &v->cap_bps, &v->peak_bps };
+	uint64_t u;
+	int blocked = 0;
+
+	*until = 0;
+	for (int i = 0; i < 4; i++) {
+		if (meter_blocked(m[i], now, &u)) {
+			blocked = 1;
+			*until = max64(*until, u);
+		}
+	}
+	return blocked;
+}
+
+static int io_seq(const struct qos_vbd *v, const struct qos_io *io)
+{
+	uint64_t d;
+
+	if (!v->have_cursor)
+		return 0;
+	d = io->offset_bytes > v->cursor ? io->offset_bytes - v->cursor
+					 : v->cursor - io->offset_bytes;
+	return d <= QOS_SEQ_WINDOW_BYTES;
+}
+
+/* Close a refused segment (throttled time) at @now. */
+static void seg_close(struct qos_vbd *v, uint64_t now)
+{
+	uint64_t d;
+
+	if (!v->seg_start_ns)
+		return;
+	d = now > v->seg_start_ns ? now - v->seg_start_ns : 0;
+	v->throttled_ns += d;
+	if (v->seg_cap)
+		v->parked_ns += d;
+	v->seg_start_ns = 0;
+}
+
+static void seg_open(struct qos_vbd *v, uint64_t now, int cap)
+{
+	v->seg_start_ns = now ? now : 1;
+	v->seg_cap = cap;
+}
+
+static void vbd_charge(struct qos_vbd *v, const struct qos_io *io, uint64_t now,
+		       struct qos_ticket *t, uint32_t flags)
+{
+	struct qos_sched *s = v->s;
+	uint64_t cost = qos_cost_ns(&s->p.cost, io, io_seq(v, io));
+	uint64_t bytes = io_units_bytes(io);
+
+	if (io->op == QOS_OP_READ || io->op == QOS_OP_WRITE) {
+		v->cursor = io->offset_bytes + io->len_bytes;
+		v->have_cursor = 1;
+	}
+	if (v->cap_iops.rate || v->cap_bps.rate) {
+		meter_charge(&v->cap_iops, now, 1);
+		meter_charge(&v->peak_iops, now, 1);
+		meter_charge(&v->cap_bps, now, bytes);
+		meter_charge(&v->peak_bps, now, bytes);
+		flags |= QOS_TICKET_CAP;
+	}
+	if (resv_due(v, now)) {
+		resv_take(v, now, s->p.period_ns);
+		flags |= QOS_TICKET_RESV;
+	}
+	v->credit_ns -= (int64_t)cost;
+	s->inflight_ns += cost;
+	v->inflight_ns += cost;
+	v->inflight++;
+	if (flags & QOS_TICKET_BOOST) {
+		v->boost_inflight++;
+		v->boosts++;
+	}
+	t->cost_ns = cost;
+	t->dispatch_ns = now;
+	t->len_bytes = bytes;
+	t->flags = flags;
+}
+
+/* Take back what vbd_charge() charged; the request never ran. */
+static void vbd_uncharge(struct qos_vbd *v, const struct qos_ticket *t)
+{
+	struct qos_sched *s = v->s;
+
+	if (t->flags & QOS_TICKET_CAP) {
+		meter_refund(&v->cap_iops, 1);
+		meter_refund(&v->peak_iops, 1);
+		meter_refund(&v->cap_bps, t->len_bytes);
+		meter_refund(&v->peak_bps, t->len_bytes);
+	}
+	if ((t->flags & QOS_TICKET_RESV) && v->resv.rate)
+		meter_refund(&v->resv, 1);
+	if ((t->flags & QOS_TICKET_BOOST) && v->boost_inflight) {
+		v->boost_inflight--;
+		v->boosts--;
+	}
+	v->credit_ns += (int64_t)t->cost_ns;
+	s->inflight_ns -= min64(s->inflight_ns, t->cost_ns);
+	v->inflight_ns -= min64(v->inflight_ns, t->cost_ns);
+	if (v->inflight)
+		v->inflight--;
+}
+
+/*
+ * ---- waiting and granting ----
+ */
+
+static void wait_add(struct qos_vbd *v, uint64_t now)
+{
+	if (v->waiting)
+		return;
+	list_add_tail(&v->s->waiters, &v->wait);
+	v->waiting = 1;
+	v->wait_since_ns = now;
+	v->s->nwaiting++;
+}
+
+static void wait_del(struct qos_vbd *v)
+{
+	if (!v->waiting)
+		return;
+	list_del(&v->wait);
+	v->waiting = 0;
+	v->s->nwaiting--;
+}
+
+/*
+ * 1 if @a should get the device before @b: a due reservation first (mClock's reservation
+ * phase), then more credit per unit of weight (UNDER before OVER, and among equals the split
+ * follows the weights), then the one waiting longer.
+ */
+static int vbd_before(const struct qos_vbd *a, const struct qos_vbd *b, uint64_t now)
+{
+	int ra = resv_due(a, now), rb = resv_due(b, now);
+	__int128 ca, cb;
+
+	if (ra != rb)
+		return ra > rb;
+	ca = (__int128)a->credit_ns * b->set.weight;
+	cb = (__int128)b->credit_ns * a->set.weight;
+	if (ca != cb)
+		return ca > cb;
+	return a->wait_since_ns < b->wait_since_ns;
+}
+
+/* Grant the device's free room to waiting vbds, best first, and wake them. */
+static void sched_fill(struct qos_sched *s, uint64_t now)
+{
+	while (s->nwaiting && s->inflight_ns < s->window_ns) {
+		struct qos_vbd *best = NULL;
+		uint64_t until;
+
+		for (struct list *l = s->waiters.next; l != &s->waiters; l = l->next) {
+			struct qos_vbd *v = vbd_of(l, wait);
+
+			if (!best || vbd_before(v, best, now))
+				best = v;
+		}
+		wait_del(best);
+		if (!vbd_capped(best, now, &until)) {
+			vbd_charge(best, &best->pend_io, now, &best->grant_ticket, 0);
+			best->granted = 1;
+			best->grant_ns = now;
+		}
+		/* Capped meanwhile (settings changed): it learns its parking time on retry. */
+		if (best->wake)
+			best->wake(best->wake_arg);
+	}
+}
+
+/*
+ * ---- accounting ----
+ */
+
+static void vbd_activate(struct qos_vbd *v)
+{
+	struct qos_sched *s = v->s;
+
+	if (v->active)
+		return;
+	v->active = 1;
+	s->nactive++;
+	s->weight_active += v->set.weight;
+	/* The newcomer shrinks everyone's share at once: cut banks to the new bound so a vbd that
+	 * was alone cannot hold the device for a whole period ahead of it. */
+	for (struct list *l = s->vbds.next; l != &s->vbds; l = l->next) {
+		struct qos_vbd *u = vbd_of(l, all);
+		int64_t bound;
+
+		if (!u->active)
+			continue;
+		bound = share_ns(s, u->set.weight);
+		if (u->credit_ns > bound)
+			u->credit_ns = bound;
+	}
+}
+
+static void account_window(struct qos_sched *s)
+{
+	uint64_t mean_e, mean_cost, mean_svc, base = UINT64_MAX, target, wmax;
+
+	if (!s->p_n)
+		return;
+	mean_e = s->p_sum_e / s->p_n;
+	mean_cost = s->p_sum_cost / s->p_n;
+	mean_svc = mul_div(mean_cost, PPM, s->vrate_ppm);
+	s->base_hist[s->base_idx++ % BASE_HIST] = s->p_min_e;
+	for (int i = 0; i < BASE_HIST; i++)
+		base = min64(base, s->base_hist[i]);
+	if (s->p.lat_target_ns)
+		target = max64(s->p.lat_target_ns, base);
+	else
+		target = base + max64(QOS_QDELAY_MIN_NS, (base + mean_svc) * s->p.qdelay_pct / 100);
+
+	/* Vegas-like: above the budget the queue is too long, so shrink; well under it with vbds
+	 * held back, the device could take more, so grow. In between, hold. */
+	if (mean_e > target)
+		s->window_ns -= s->window_ns / WINDOW_STEP_DIV;
+	else if (s->p_refused && mean_e <= base + (target - base) / 2)
+		s->window_ns += max64(s->window_ns / WINDOW_STEP_DIV, mean_cost);
+	wmax = max64(budget_ns(s), s->cost4k_ns);
+	s->window_ns = max64(s->cost4k_ns, min64(s->window_ns, wmax));
+	s->lat_base_ns = base;
+	s->lat_target_ns = target;
+	s->lat_mean_ns = mean_e;
+}
+
+static void account_vrate(struct qos_sched *s, uint64_t elapsed)
+{
+	uint64_t x = mul_div(s->p_sum_cost, PPM, elapsed);
+	uint64_t lo = s->p.vrate_min_pct * 10000ull, hi = s->p.vrate_max_pct * 10000ull;
+
+	/* Only a period with vbds held back for most of it shows what the device can do; otherwise
+	 * the throughput is a lower bound on its capacity. */
+	if (s->p_wait_ns * 2 >= elapsed)
+		s->vrate_ppm = (3 * s->vrate_ppm + x) / 4;
+	else if (x > s->vrate_ppm)
+		s->vrate_ppm = x;
+	s->vrate_ppm = max64(lo, min64(s->vrate_ppm, hi));
+}
+
+static void account_rates(struct qos_vbd *v, uint64_t elapsed)
+{
+	struct rate_slot *r = &v->rates[v->rate_idx++ % RATE_SLOTS];
+
+	r->ops = v->p_ops;
+	r->bytes = v->p_bytes;
+	r->ns = elapsed;
+	v->p_ops = v->p_bytes = 0;
+}
+
+static void sched_account(struct qos_sched *s, uint64_t now)
+{
+	uint64_t elapsed = now - s->period_start_ns;
+	uint64_t nper = elapsed / s->p.period_ns;
+	uint64_t inc, wsum = 0;
+	uint32_t nactive = 0;
+
+	account_window(s);
+	account_vrate(s, elapsed);
+
+	/* A late tick must not hand out more than two periods: the vbds had no demand then. */
+	inc = mul_div(min64(elapsed, 2 * s->p.period_ns), s->vrate_ppm, PPM);
+	for (struct list *l = s->vbds.next; l != &s->vbds; l = l->next) {
+		struct qos_vbd *v = vbd_of(l, all);
+
+		if (v->active) {
+			int64_t bound = share_ns(s, v->set.weight);
+
+			v->credit_ns += (int64_t)mul_div(inc, v->set.weight, s->weight_active);
+			if (v->credit_ns > bound)
+				v->credit_ns = bound;
+			if (v->credit_ns < -bound)
+				v->credit_ns = -bound;
+		} else {
+			/* Idle: earns nothing; credit and debt both decay by half a period. */
+			v->credit_ns /= (int64_t)1 << min64(nper, 62);
+		}
+		if (v->granted && now - v->grant_ns >= s->p.period_ns) {
+			/* Granted room nobody came for goes back to the device. */
+			vbd_uncharge(v, &v->grant_ticket);
+			v->granted = 0;
+		}
+		v->active = v->demand || v->inflight || v->waiting || v->granted;
+		v->demand = 0;
+		if (v->active) {
+			nactive++;
+			wsum += v->set.weight;
+		}
+		account_rates(v, elapsed);
+	}
+	s->weight_active = wsum;
+	s->nactive = nactive;
+	s->periods++;
+	s->p_n = s->p_sum_e = s->p_sum_cost = s->p_refused = s->p_wait_ns = 0;
+	s->p_min_e = UINT64_MAX;
+	s->period_start_ns = now;
+	s->next_tick_ns = now + s->p.period_ns;
+	sched_fill(s, now);
+}
+
+/* Lock held: read the clock, integrate waiting time, run the accounting when a period ended. */
+static uint64_t sched_enter(struct qos_sched *s)
+{
+	uint64_t now = s->clk.now_ns(s->clk.ctx);
+
+	if (now < s->last_evt_ns)
+		now = s->last_evt_ns;
+	if (s->nwaiting)
+		s->p_wait_ns += now - s->last_evt_ns;
+	s->last_evt_ns = now;
+	if (now >= s->next_tick_ns)
+		sched_account(s, now);
+	return now;
+}
+
+/*
+ * ---- public API ----
+ */
+
+int qos_sched_new(const struct qos_params *p, const struct qos_clock *clock,
+		  struct qos_sched **out, char *why, size_t why_len)
+{
+	struct qos_params def;
+	struct qos_sched *s;
+	struct qos_io io4k = { QOS_OP_READ, 0, QOS_PAGE_BYTES };
+	struct qos_io wr4k = { QOS_OP_WRITE, 0, QOS_PAGE_BYTES };
+	uint64_t crd, cwr;
+	int err;
+
+	if (!p) {
+		qos_params_default(&def);
+		p = &def;
+	}
+	if (p->period_ns < QOS_PERIOD_MIN_NS || p->period_ns > QOS_PERIOD_MAX_NS) {
+		qos_why(why, why_len, "period %llu ns is outside 1 ms..1 s",
+			(unsigned long long)p->period_ns);
+		return -EINVAL;
+	}
+	crd = qos_cost_ns(&p->cost, &io4k, 0);
+	cwr = qos_cost_ns(&p->cost, &wr4k, 0);
+	if (!crd || !cwr || crd > QOS_NS_PER_SEC || cwr > QOS_NS_PER_SEC) {
+		qos_why(why, why_len, "cost model gives a 4 KiB random request %llu/%llu ns "
+				      "(read/write); it must be 1 ns..1 s",
+			(unsigned long long)crd, (unsigned long long)cwr);
+		return -EINVAL;
+	}
+	if (p->vrate_min_pct < 1 || p->vrate_min_pct > 100 || p->vrate_max_pct < 100 ||
+	    p->vrate_max_pct > 10000) {
+		qos_why(why, why_len, "vrate bounds %u%%..%u%% are not within 1..100 and 100..10000",
+			p->vrate_min_pct, p->vrate_max_pct);
+		return -EINVAL;
+	}
+	if (p->qdelay_pct < 1 || p->qdelay_pct > 1000) {
+		qos_why(why, why_len, "queueing allowance %u%% is outside 1..1000", p->qdelay_pct);
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	err = -pthread_mutex_init(&s->lock, NULL);
+	if (err)
+		goto err_free;
+	s->p = *p;
+	s->clk = clock ? *clock : *qos_clock_monotonic();
+	list_init(&s->vbds);
+	list_init(&s->waiters);
+	s->cost4k_ns = crd;
+	s->capacity_iops = QOS_NS_PER_SEC / max64(crd, cwr);
+	s->vrate_ppm = PPM;
+	s->window_ns = p->window_init_ns ? p->window_init_ns : 32 * crd;
+	s->window_ns = max64(s->window_ns, crd);
+	for (int i = 0; i < BASE_HIST; i++)
+		s->base_hist[i] = UINT64_MAX;
+	s->p_min_e = UINT64_MAX;
+	s->last_evt_ns = s->clk.now_ns(s->clk.ctx);
+	s->period_start_ns = s->last_evt_ns;
+	s->next_tick_ns = s->last_evt_ns + p->period_ns;
+	*out = s;
+	return 0;
+
+err_free:
+	free(s);
+	return err;
+}
+
+void qos_sched_free(struct qos_sched *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+void qos_sched_tick(struct qos_sched *s)
+{
+	pthread_mutex_lock(&s->lock);
+	sched_enter(s);
+	pthread_mutex_unlock(&s->lock);
+}
+
+uint64_t qos_sched_capacity_iops(const struct qos_sched *s)
+{
+	return s->capacity_iops;
+}
+
+int qos_settings_check(struct qos_sched *s, const struct qos_vbd *v,
+		       const struct qos_vbd_settings *set, char *why, size_t why_len)
+{
+	int err;
+
+	pthread_mutex_lock(&s->lock);
+	err = settings_check_locked(s, v, set, why, why_len);
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
+
+int qos_vbd_add(struct qos_sched *s, const struct qos_vbd_settings *set, qos_wake_fn wake,
+		void *wake_arg, struct qos_vbd **out, char *why, size_t why_len)
+{
+	struct qos_vbd_settings def;
+	struct qos_vbd *v;
+	int err;
+
+	if (!set) {
+		qos_vbd_settings_default(&def);
+		set = &def;
+	}
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v->s = s;
+	v->wake = wake;
+	v->wake_arg = wake_arg;
+	list_init(&v->wait);
+	pthread_mutex_lock(&s->lock);
+	err = settings_check_locked(s, NULL, set, why, why_len);
+	if (err)
+		goto err_unlock;
+	vbd_apply(v, set);
+	list_add_tail(&s->vbds, &v->all);
+	s->nvbd++;
+	pthread_mutex_unlock(&s->lock);
+	*out = v;
+	return 0;
+
+err_unlock:
+	pthread_mutex_unlock(&s->lock);
+	free(v);
+	return err;
+}
+
+void qos_vbd_remove(struct qos_vbd *v)
+{
+	struct qos_sched *s;
+	uint64_t now;
+
+	if (!v)
+		return;
+	s = v->s;
+	pthread_mutex_lock(&s->lock);
+	now = sched_enter(s);
+	if (v->granted)
+		vbd_uncharge(v, &v->grant_ticket);
+	wait_del(v);
+	s->inflight_ns -= min64(s->inflight_ns, v->inflight_ns);
+	if (v->active) {
+		s->weight_active -= v->set.weight;
+		s->nactive--;
+	}
+	s->resv_total -= v->set.reserve_iops;
+	list_del(&v->all);
+	s->nvbd--;
+	sched_fill(s, now);
+	pthread_mutex_unlock(&s->lock);
+	free(v);
+}
+
+int qos_vbd_set(struct qos_vbd *v, const struct qos_vbd_settings *set, char *why,
+		size_t why_len)
+{
+	struct qos_sched *s = v->s;
+	int err;
+
+	pthread_mutex_lock(&s->lock);
+	sched_enter(s);
+	err = settings_check_locked(s, v, set, why, why_len);
+	if (!err)
+		vbd_apply(v, set);
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
+
+static int io_same(const struct qos_io *a, const struct qos_io *b)
+{
+	return a->op == b->op && a->offset_bytes == b->offset_bytes &&
+	       a->len_bytes == b->len_bytes;
+}
+
+int qos_vbd_admit(struct qos_vbd *v, const struct qos_io *io, struct qos_ticket *ticket,
+		  uint64_t *retry_at_ns)
+{
+	struct qos_sched *s = v->s;
+	uint64_t now, until;
+
+	if ((unsigned)io->op >= QOS_OP_COUNT)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	now = sched_enter(s);
+	vbd_activate(v);
+	v->demand = 1;
+	seg_close(v, now);
+
+	if (v->granted) {
+		v->granted = 0;
+		if (io_same(io, &v->pend_io)) {
+			*ticket = v->grant_ticket;
+			ticket->dispatch_ns = now;
+			goto out_go;
+		}
+		/* Not the request the room was granted for: start over with this one. */
+		vbd_uncharge(v, &v->grant_ticket);
+	}
+	if (vbd_capped(v, now, &until)) {
+		/* Parked: a capped vbd must not hold a place in the device queue. */
+		wait_del(v);
+		v->parked_until_ns = until;
+		seg_open(v, now, 1);
+		*retry_at_ns = until;
+		sched_fill(s, now);
+		pthread_mutex_unlock(&s->lock);
+		return -EAGAIN;
+	}
+	v->parked_until_ns = 0;
+	if (s->inflight_ns < s->window_ns) {
+		/* Room means nobody waits (sched_fill keeps it so), except this vbd itself. */
+		wait_del(v);
+		vbd_charge(v, io, now, ticket, 0);
+		goto out_go;
+	}
+	if (!v->inflight && !v->waiting && v->credit_ns >= 0) {
+		/* BOOST: a vbd waking with credit gets its first request in at once. Bounded: one
+		 * request per vbd with nothing in flight, paid from its credit. */
+		vbd_charge(v, io, now, ticket, QOS_TICKET_BOOST);
+		goto out_go;
+	}
+	v->pend_io = *io;
+	wait_add(v, now);
+	seg_open(v, now, 0);
+	s->p_refused++;
+	*retry_at_ns = now + s->p.period_ns;
+	pthread_mutex_unlock(&s->lock);
+	return -EAGAIN;
+
+out_go:
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+void qos_vbd_complete(struct qos_vbd *v, const struct qos_ticket *t)
+{
+	struct qos_sched *s = v->s;
+	uint64_t now, lat, svc, e;
+
+	pthread_mutex_lock(&s->lock);
+	now = sched_enter(s);
+	s->inflight_ns -= min64(s->inflight_ns, t->cost_ns);
+	v->inflight_ns -= min64(v->inflight_ns, t->cost_ns);
+	if (v->inflight)
+		v->inflight--;
+	if ((t->flags & QOS_TICKET_BOOST) && v->boost_inflight)
+		v->boost_inflight--;
+	lat = now > t->dispatch_ns ? now - t->dispatch_ns : 0;
+	svc = mul_div(t->cost_ns, PPM, s->vrate_ppm);
+	e = lat > svc ? lat - svc : 0;
+	s->p_n++;
+	s->p_sum_e += e;
+	s->p_min_e = min64(s->p_min_e, e);
+	s->p_sum_cost += t->cost_ns;
+	v->ops++;
+	v->bytes += t->len_bytes;
+	v->dev_ns += t->cost_ns;
+	v->p_ops++;
+	v->p_bytes += t->len_bytes;
+	sched_fill(s, now);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void qos_vbd_cancel(struct qos_vbd *v, const struct qos_ticket *t)
+{
+	struct qos_sched *s = v->s;
+	uint64_t now;
+
+	pthread_mutex_lock(&s->lock);
+	now = sched_enter(s);
+	vbd_uncharge(v, t);
+	sched_fill(s, now);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void qos_vbd_stats(struct qos_vbd *v, struct qos_vbd_stats *o)
+{
+	struct qos_sched *s = v->s;
+	uint64_t now, ops = 0, bytes = 0, ns = 0;
+
+	pthread_mutex_lock(&s->lock);
+	now = sched_enter(s);
+	memset(o, 0, sizeof(*o));
+	o->set = v->set;
+	if (!v->active)
+		o->state = QOS_STATE_IDLE;
+	else if (v->parked_until_ns > now)
+		o->state = QOS_STATE_PARKED;
+	else if (v->boost_inflight)
+		o->state = QOS_STATE_BOOST;
+	else
+		o->state = v->credit_ns >= 0 ? QOS_STATE_UNDER : QOS_STATE_OVER;
+	o->share_ppm = v->active && s->weight_active
+			       ? (uint32_t)mul_div(v->set.weight, PPM, s->weight_active)
+			       : 0;
+	o->credit_ns = v->credit_ns;
+	/* Rates over the newest periods that fit in one second (at least one period). */
+	for (unsigned i = 0; i < RATE_SLOTS && i < v->rate_idx; i++) {
+		const struct rate_slot *r = &v->rates[(v->rate_idx - 1 - i) % RATE_SLOTS];
+
+		if (i && ns + r->ns > QOS_NS_PER_SEC)
+			break;
+		ops += r->ops;
+		bytes += r->bytes;
+		ns += r->ns;
+	}
+	if (ns) {
+		o->iops = mul_div(ops, QOS_NS_PER_SEC, ns);
+		o->bps = mul_div(bytes, QOS_NS_PER_SEC, ns);
+	}
+	o->ops = v->ops;
+	o->bytes = v->bytes;
+	o->dev_ns = v->dev_ns;
+	o->throttled_ns = v->throttled_ns;
+	o->parked_ns = v->parked_ns;
+	if (v->seg_start_ns && now > v->seg_start_ns) {
+		o->throttled_ns += now - v->seg_start_ns;
+		if (v->seg_cap)
+			o->parked_ns += now - v->seg_start_ns;
+	}
+	o->boosts = v->boosts;
+	o->inflight = v->inflight;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void qos_sched_stats(struct qos_sched *s, struct qos_sched_stats *o)
+{
+	pthread_mutex_lock(&s->lock);
+	sched_enter(s);
+	memset(o, 0, sizeof(*o));
+	o->period_ns = s->p.period_ns;
+	o->periods = s->periods;
+	o->vrate_ppm = (uint32_t)s->vrate_ppm;
+	o->window_ns = s->window_ns;
+	o->inflight_ns = s->inflight_ns;
+	o->lat_base_ns = s->lat_base_ns;
+	o->lat_target_ns = s->lat_target_ns;
+	o->lat_mean_ns = s->lat_mean_ns;
+	o->budget_ns = budget_ns(s);
+	o->capacity_iops = s->capacity_iops;
+	o->reserved_iops = s->resv_total;
+	o->weight_active = (uint32_t)s->weight_active;
+	o->nvbd = s->nvbd;
+	o->nactive = s->nactive;
+	o->nwaiting = s->nwaiting;
+	pthread_mutex_unlock(&s->lock);
+}
