@@ -91,20 +91,45 @@ void target_close(struct target *t);
 
 int target_info(struct target *t, struct target_info *info);
 
-/** Grow or shrink the volume to @new_size_bytes (a multiple of the logical block). */
+/**
+ * Grow or shrink the volume to @new_size_bytes (a multiple of the logical block). A grown range
+ * reads as zeros. A shrink refuses new I/O past the new end at once, waits (bounded) for writes
+ * already in flight, then cuts the file; reads in flight past the new end may fail with -EIO.
+ * A block device cannot be resized by its target: the call re-reads the device's size (after
+ * whoever owns it, e.g. lvresize, changed it), keeps that, and returns 0 if it equals
+ * @new_size_bytes, else -EOPNOTSUPP.
+ * Returns 0, -EINVAL (not a multiple of the logical block), -EROFS (read-only), -EOPNOTSUPP,
+ * -EFBIG or -errno (the size is unchanged on error).
+ */
 int target_resize(struct target *t, uint64_t new_size_bytes);
 
+/** Queue depths above this are clamped (submit then answers -EAGAIN beyond it). */
+#define TARGET_QUEUE_MAX_DEPTH 1024u
+
 /**
- * Create a submission queue for the calling thread with room for @depth I/Os in flight
- * (depth = ring size times segments is plenty). Returns 0, -ENOMEM or -errno.
+ * Create a submission queue for the calling thread with room for @depth target_io in flight
+ * (one per blkif request, whatever its segment count: the ring size, times the steps of a
+ * request that may be in flight at once, is plenty). Everything the queue needs on the I/O
+ * path is allocated here. Returns 0, -EINVAL (depth 0), -ENOMEM, -EAGAIN (kernel limit on
+ * AIO contexts, fs.aio-max-nr) or -errno.
  */
 int target_queue_open(struct target *t, uint32_t depth, struct target_queue **out);
-void target_queue_close(struct target_queue *q); /**< waits for in-flight I/O first */
+
+/**
+ * Wait for every I/O in flight on @q (calling their done callbacks, from this call), then free
+ * the queue. Must be called by the queue's thread.
+ */
+void target_queue_close(struct target_queue *q);
 
 /**
  * Queue @io. It may not reach the device until target_queue_commit(): the ring thread queues a
  * whole pass over the ring, then commits once (one io_uring_submit per pass).
- * Returns 0, -EAGAIN (queue full: retry after a poll), -EINVAL (bad range) or -errno.
+ * READ/WRITE: iov[0..iovcnt) must sum to len_bytes; offset and length must be multiples of
+ * info.logical_block and lie within the current size. A completed READ/WRITE moved every byte
+ * (short transfers are resumed inside the target) or failed.
+ * FLUSH ignores offset/len. DISCARD needs info.discard_granularity != 0 and logical alignment.
+ * Returns 0, -EAGAIN (queue full: retry after a poll), -EINVAL (bad range, alignment or iov),
+ * -EROFS (WRITE/DISCARD on a read-only target), -EOPNOTSUPP (DISCARD not supported) or -errno.
  */
 int target_submit(struct target_queue *q, struct target_io *io);
 
