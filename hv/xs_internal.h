@@ -52,6 +52,7 @@ struct xs_store_limits {
 	uint32_t max_nodes_per_dom;  /**< nodes one domain may own */
 	uint32_t max_perms_per_node; /**< entries in a SET_PERMS list (xenstored: 5) */
 	uint32_t max_txn_nodes;      /**< nodes one transaction may touch (xenstored: 1024) */
+	uint32_t max_txn_bytes;      /**< bytes one transaction may copy or add (its overlay) */
 };
 
 /**
@@ -107,7 +108,8 @@ int xs_perm_format(const struct xs_perm *p, char *buf);
  * Operations, acting as @domid, inside @t (NULL: directly on the database). @path must be
  * canonical (xs_canonicalize). Errors as xenstored: -ENOENT, -EACCES (no permission, also when
  * the caller may not even learn whether the node exists), -EPERM (guest changing an owner),
- * -EINVAL, -ENOSPC (quotas: value size, nodes per domain, perms per node, transaction size),
+ * -EINVAL, -ENOSPC (quotas: value size, nodes per domain, perms per node, transaction size;
+ * a transaction that hit one can no longer commit),
  * -ENOMEM. Pointers returned into the store stay valid until the next change to the store or @t.
  */
 int xs_store_read(struct xs_store *st, domid_t domid, struct xs_txn *t, const char *path,

@@ -38,6 +38,7 @@
 #define XS_DEF_OUT_BYTES (1u << 20)
 #define XS_PERMS_PER_NODE 5   /* xenstored's quota-nperm */
 #define XS_TXN_NODES 1024     /* xenstored's quota-transaction-nodes */
+#define XS_TXN_BYTES (256u << 10) /* a guest transaction's overlay; xenstored: 2.5 MiB per domain in all */
 #define XS_READS_PER_WAKE 16  /* input chunks handled per wakeup, for fairness */
 #define XS_ACCEPTS_PER_WAKE 16
 #define XS_LISTEN_BACKLOG 64
@@ -66,6 +67,7 @@ struct xs_sdom {
 	domid_t domid;
 	bool introduced;
 	uint32_t nwatches; /**< over all its connections */
+	uint32_t ntxns;    /**< open transactions, over all its connections */
 	uint32_t nconns;
 };
 
@@ -84,7 +86,6 @@ struct xs_conn {
 	size_t out_bytes;
 	struct xs_watch *watches;
 	struct xs_ctxn *txns;
-	uint32_t ntxns;
 	uint32_t next_txid;
 };
 
@@ -358,8 +359,8 @@ static void conn_drop_txns(struct xs_conn *c)
 		c->txns = x->next;
 		xs_store_txn_end(x->t, 0);
 		free(x);
+		c->dom->ntxns--;
 	}
-	c->ntxns = 0;
 }
 
 /* ---- connection lifetime ---- */
@@ -630,8 +631,11 @@ static int do_get_perms(struct xs_conn *c, const struct xs_req *r)
 		rc = xs_store_get_perms(c->xs->store, c->dom->domid, req_txn(r), path, &p, &n);
 	if (rc)
 		return rc;
-	for (uint32_t i = 0; i < n && len + XS_PERM_STR_MAX <= sizeof(out); i++)
+	for (uint32_t i = 0; i < n; i++) {
+		if (len + XS_PERM_STR_MAX > sizeof(out))
+			return -E2BIG; /* the reply would not fit, as xenstored answers */
 		len += (uint32_t)xs_perm_format(&p[i], out + len) + 1;
+	}
 	send_reply(c, r, XS_GET_PERMS, out, len);
 	return 0;
 }
@@ -747,7 +751,7 @@ static int do_transaction_start(struct xs_conn *c, const struct xs_req *r)
 	/* No nesting: a request already inside a transaction cannot start one. */
 	if (r->txn)
 		return -EBUSY;
-	if (c->dom->domid != 0 && c->ntxns >= c->xs->lim.max_trans_per_conn)
+	if (c->dom->domid != 0 && c->dom->ntxns >= c->xs->lim.max_trans_per_dom)
 		return -ENOSPC;
 	x = calloc(1, sizeof(*x));
 	if (!x)
@@ -771,7 +775,7 @@ static int do_transaction_start(struct xs_conn *c, const struct xs_req *r)
 	}
 	x->next = c->txns;
 	c->txns = x;
-	c->ntxns++;
+	c->dom->ntxns++;
 	snprintf(id, sizeof(id), "%u", x->id);
 	send_reply(c, r, XS_TRANSACTION_START, id, (uint32_t)strlen(id) + 1);
 	return 0;
@@ -790,7 +794,7 @@ static int do_transaction_end(struct xs_conn *c, const struct xs_req *r)
 	for (pp = &c->txns; *pp != r->txn; pp = &(*pp)->next)
 		;
 	*pp = r->txn->next;
-	c->ntxns--;
+	c->dom->ntxns--;
 	rc = xs_store_txn_end(r->txn->t, arg[0] == 'T');
 	free(r->txn);
 	if (rc)
@@ -1077,8 +1081,8 @@ int xs_server_new(struct xs_server **out, struct hv_loop *loop, const struct xs_
 		xs->lim.max_nodes_per_dom = XS_DEF_NODES;
 	if (!xs->lim.max_watches_per_dom)
 		xs->lim.max_watches_per_dom = XS_DEF_WATCHES;
-	if (!xs->lim.max_trans_per_conn)
-		xs->lim.max_trans_per_conn = XS_DEF_TRANS;
+	if (!xs->lim.max_trans_per_dom)
+		xs->lim.max_trans_per_dom = XS_DEF_TRANS;
 	if (!xs->lim.max_conns_per_dom)
 		xs->lim.max_conns_per_dom = XS_DEF_CONNS;
 	if (!xs->lim.max_conn_out_bytes)
@@ -1090,6 +1094,7 @@ int xs_server_new(struct xs_server **out, struct hv_loop *loop, const struct xs_
 		.max_nodes_per_dom = xs->lim.max_nodes_per_dom,
 		.max_perms_per_node = XS_PERMS_PER_NODE,
 		.max_txn_nodes = XS_TXN_NODES,
+		.max_txn_bytes = XS_TXN_BYTES,
 	};
 	rc = xs_store_new(&xs->store, &sl, server_event, xs);
 	if (rc) {

@@ -72,6 +72,7 @@ struct xs_txn {
 	struct xs_acc *head, **tail;
 	uint32_t nacc;
 	int64_t own_delta; /**< change of the nodes @domid owns, for the quota check */
+	uint64_t bytes;    /**< memory the overlay holds, roughly, for max_txn_bytes */
 	bool fail;         /**< a quota was hit inside: the commit must fail */
 };
 
@@ -212,6 +213,32 @@ static struct xs_node *node_dup(const struct xs_node *o)
 static domid_t node_owner(const struct xs_node *n)
 {
 	return n->perms[0].id;
+}
+
+static size_t node_bytes(const struct xs_node *n)
+{
+	return sizeof(*n) + strlen(n->h.key) + n->datalen + n->childlen +
+	       n->nperms * sizeof(*n->perms);
+}
+
+/*
+ * Account @bytes more in @t's overlay. A guest's transactions are bounded so that opening many
+ * of them and touching big nodes cannot pin unbounded memory; over the budget the transaction
+ * fails for good.
+ */
+static int txn_charge(struct xs_txn *t, size_t bytes)
+{
+	const struct xs_store_limits *lim;
+
+	if (!t)
+		return 0;
+	lim = &t->st->lim;
+	t->bytes += bytes;
+	if (t->domid != 0 && lim->max_txn_bytes && t->bytes > lim->max_txn_bytes) {
+		t->fail = true;
+		return -ENOSPC;
+	}
+	return 0;
 }
 
 static const char *basename_of(const char *path)
@@ -395,6 +422,8 @@ static int acc_new(struct xs_txn *t, const char *path, struct xs_acc **out)
 		t->fail = true;
 		return -ENOSPC;
 	}
+	if (txn_charge(t, sizeof(*a) + 2 * strlen(path) + (g ? node_bytes(g) : 0)))
+		return -ENOSPC;
 	a = calloc(1, sizeof(*a));
 	if (!a)
 		goto nomem;
@@ -615,6 +644,11 @@ static int create_node(struct xs_store *st, domid_t domid, struct xs_txn *t, con
 			chain[i]->perms[0].id = domid;
 		parent_of(p, p);
 	}
+	for (i = 0; i < levels; i++) {
+		rc = txn_charge(t, node_bytes(chain[i]) + strlen(chain[i]->h.key));
+		if (rc)
+			goto err_free;
+	}
 	/* Grow every parent's child list first; the new nodes have none yet. */
 	rc = child_add(parent, basename_of(chain[levels - 1]->h.key));
 	if (rc)
@@ -656,6 +690,9 @@ int xs_store_write(struct xs_store *st, domid_t domid, struct xs_txn *t, const c
 	} else if (!rc) {
 		char *d = NULL;
 
+		rc = txn_charge(t, len);
+		if (rc)
+			return rc;
 		if (len) {
 			d = malloc(len);
 			if (!d)
@@ -799,6 +836,9 @@ int xs_store_set_perms(struct xs_store *st, domid_t domid, struct xs_txn *t, con
 		return rc;
 	if (domid != 0 && perms[0].id != node_owner(node))
 		return -EPERM;
+	rc = txn_charge(t, n * sizeof(*np));
+	if (rc)
+		return rc;
 	np = malloc(n * sizeof(*np));
 	if (!np)
 		return -ENOMEM;

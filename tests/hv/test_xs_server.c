@@ -528,7 +528,7 @@ static void test_quotas(void)
 		.max_value_bytes = 100,
 		.max_nodes_per_dom = 10,
 		.max_watches_per_dom = 3,
-		.max_trans_per_conn = 2,
+		.max_trans_per_dom = 2,
 		.max_conns_per_dom = 2,
 	};
 	struct srv *s = srv_start(&lim);
@@ -560,9 +560,9 @@ static void test_quotas(void)
 		snprintf(path, sizeof(path), "dom0-unlimited-%d", i);
 		CU_ASSERT(xs_watch(h0, "/x", path));
 	}
-	/* Transactions: 2 open per connection. */
+	/* Transactions: 2 open per domain, over all its connections. */
 	t[0] = xs_transaction_start(g1);
-	t[1] = xs_transaction_start(g1);
+	t[1] = xs_transaction_start(g1b);
 	t[2] = xs_transaction_start(g1);
 	CU_ASSERT(t[0] != XBT_NULL && t[1] != XBT_NULL);
 	CU_ASSERT_EQUAL(t[2], XBT_NULL);
@@ -570,6 +570,7 @@ static void test_quotas(void)
 	CU_ASSERT(xs_transaction_end(g1, t[0], true));
 	t[2] = xs_transaction_start(g1);
 	CU_ASSERT(t[2] != XBT_NULL);
+	CU_ASSERT_NOT_EQUAL(xs_transaction_start(h0), XBT_NULL); /* dom0: no limit */
 	/* Connections: a third one to guest 1's socket is closed at once. */
 	setenv("XENSTORED_PATH", s->sock1, 1);
 	g1c = xs_open(0);

@@ -428,6 +428,36 @@ static void test_txn_quota(void)
 	xs_store_free(st);
 }
 
+static void test_txn_bytes(void)
+{
+	struct xs_store_limits lim = { .max_txn_bytes = 8192 };
+	struct xs_store *st;
+	struct xs_txn *t;
+	char big[3000];
+	const char *v;
+	uint32_t len;
+
+	CU_ASSERT_EQUAL_FATAL(xs_store_new(&st, &lim, NULL, NULL), 0);
+	mk_home(st, 1);
+	memset(big, 'b', sizeof(big));
+	CU_ASSERT_EQUAL(xs_store_write(st, 0, NULL, "/local/domain/1/a", big, sizeof(big)), 0);
+	CU_ASSERT_EQUAL(xs_store_write(st, 0, NULL, "/local/domain/1/b", big, sizeof(big)), 0);
+	CU_ASSERT_EQUAL(xs_store_write(st, 0, NULL, "/local/domain/1/c", big, sizeof(big)), 0);
+	/* A guest's transaction holding copies beyond its budget fails, for good. */
+	CU_ASSERT_EQUAL_FATAL(xs_store_txn_start(st, 1, &t), 0);
+	CU_ASSERT_EQUAL(xs_store_read(st, 1, t, "/local/domain/1/a", &v, &len), 0);
+	CU_ASSERT_EQUAL(xs_store_read(st, 1, t, "/local/domain/1/b", &v, &len), 0);
+	CU_ASSERT_EQUAL(xs_store_read(st, 1, t, "/local/domain/1/c", &v, &len), -ENOSPC);
+	CU_ASSERT_EQUAL(xs_store_txn_end(t, 1), -ENOSPC);
+	/* dom0's are not bounded. */
+	CU_ASSERT_EQUAL_FATAL(xs_store_txn_start(st, 0, &t), 0);
+	CU_ASSERT_EQUAL(xs_store_read(st, 0, t, "/local/domain/1/a", &v, &len), 0);
+	CU_ASSERT_EQUAL(xs_store_read(st, 0, t, "/local/domain/1/b", &v, &len), 0);
+	CU_ASSERT_EQUAL(xs_store_read(st, 0, t, "/local/domain/1/c", &v, &len), 0);
+	CU_ASSERT_EQUAL(xs_store_txn_end(t, 1), 0);
+	xs_store_free(st);
+}
+
 static void test_events(void)
 {
 	struct xs_store *st = mk(0, 0);
@@ -481,6 +511,7 @@ static CU_TestInfo tests[] = {
 	{ "txn_isolation", test_txn_isolation },
 	{ "txn_conflict", test_txn_conflict },
 	{ "txn_quota", test_txn_quota },
+	{ "txn_bytes", test_txn_bytes },
 	{ "events", test_events },
 	CU_TEST_INFO_NULL,
 };
