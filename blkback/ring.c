@@ -1,0 +1,684 @@
+/*
+ * ring.c - one shared ring: its thread, its request pool and the request path.
+ *
+ * A pass over the ring (bb_ring_pass) reaps target completions and turns them into responses,
+ * resubmits what waited for room in the target queue, then consumes new requests: copy the slot
+ * once, validate the copy, map the data pages' grants in one batch, point the iovecs at the
+ * mapped guest pages (no bounce buffer), queue the I/O. The whole pass is sent to the target
+ * with one commit, and the responses are published with one push, notifying the frontend only
+ * when its rsp_event asks for it. Before sleeping, RING_FINAL_CHECK_FOR_REQUESTS sets req_event
+ * so the frontend's next request wakes us (the lost-wakeup race ring.h describes).
+ *
+ * The request pool has one entry per ring slot, allocated at connect; RING_REQUEST_CONS_OVERFLOW
+ * keeps consumption within it, so the data path never allocates. A full target queue is
+ * backpressure: the request waits in the deferred list (counted in oo_req) and nothing more is
+ * consumed until it has gone out.
+ */
+#define LOG_TAG "blkback"
+#include "blkback/blkback_internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/*
+ * ---- The hypervisor seams (hv.h) ----
+ */
+
+static int hv_ops_map(struct bb_ring *r, uint32_t count, const grant_ref_t *refs, unsigned prot,
+		      void **addrs, int *status)
+{
+	return hv_gnttab_map_pages(r->gnt, r->domid, count, refs, prot, addrs, status);
+}
+
+static void hv_ops_unmap(struct bb_ring *r, uint32_t count, const grant_ref_t *refs,
+			 unsigned prot, void *const *addrs)
+{
+	int rc = hv_gnttab_unmap_pages(r->gnt, r->domid, count, refs, prot, addrs);
+
+	if (rc < 0)
+		LOG_RATELIMITED(&r->rl, LOG_LVL_ERR, "%s: unmapping %u guest pages failed: %s",
+				r->name, count, hv_strerror(rc));
+}
+
+static void hv_ops_notify(struct bb_ring *r)
+{
+	int rc = hv_evtchn_notify(r->evt, r->port);
+
+	if (rc < 0)
+		LOG_RATELIMITED(&r->rl, LOG_LVL_ERR, "%s: event channel notify failed: %s",
+				r->name, hv_strerror(rc));
+}
+
+const struct bb_ring_ops bb_ring_hv_ops = {
+	.map = hv_ops_map,
+	.unmap = hv_ops_unmap,
+	.notify = hv_ops_notify,
+};
+
+/*
+ * ---- Pool ----
+ */
+
+int bb_ring_init(struct bb_ring *r)
+{
+	blkif_sring_t *s = r->sring;
+	RING_IDX rsp_prod, req_prod;
+	uint32_t n;
+
+	/*
+	 * Attach where the ring stands instead of assuming a fresh one, as Linux blkback does: the
+	 * frontend initialised the page, and a backend that reconnects to a live ring must continue
+	 * from its current rsp_prod. A ring that claims more requests than it holds is refused.
+	 */
+	rsp_prod = __atomic_load_n(&s->rsp_prod, __ATOMIC_ACQUIRE);
+	req_prod = __atomic_load_n(&s->req_prod, __ATOMIC_ACQUIRE);
+	BACK_RING_ATTACH(&r->br, s, rsp_prod, (size_t)r->nr_pages * HV_PAGE_SIZE);
+	n = RING_SIZE(&r->br);
+	if (n == 0 || req_prod - rsp_prod > n)
+		return -EPROTO;
+
+	r->nr_reqs = n;
+	r->reqs = calloc(n, sizeof(*r->reqs));
+	r->gref_arena = calloc((size_t)n * BB_DIRECT_SEGS, sizeof(*r->gref_arena));
+	r->page_arena = calloc((size_t)n * BB_DIRECT_SEGS, sizeof(*r->page_arena));
+	r->status_arena = calloc(BB_DIRECT_SEGS, sizeof(*r->status_arena));
+	r->iov_arena = calloc((size_t)n * BB_DIRECT_SEGS, sizeof(*r->iov_arena));
+	if (!r->reqs || !r->gref_arena || !r->page_arena || !r->status_arena || !r->iov_arena) {
+		bb_ring_fini(r);
+		return -ENOMEM;
+	}
+	r->free = NULL;
+	for (uint32_t i = n; i-- > 0;) {
+		struct bb_req *q = &r->reqs[i];
+
+		q->ring = r;
+		q->grefs = &r->gref_arena[(size_t)i * BB_DIRECT_SEGS];
+		q->pages = &r->page_arena[(size_t)i * BB_DIRECT_SEGS];
+		q->iov = &r->iov_arena[(size_t)i * BB_DIRECT_SEGS];
+		q->next = r->free;
+		r->free = q;
+	}
+	r->defer_head = NULL;
+	r->defer_tail = &r->defer_head;
+	r->barrier = NULL;
+	r->barrier_active = 0;
+	r->inflight = 0;
+	r->submitted = 0;
+	r->dead = 0;
+	r->stopping = 0;
+	return 0;
+}
+
+void bb_ring_fini(struct bb_ring *r)
+{
+	free(r->reqs);
+	free(r->gref_arena);
+	free(r->page_arena);
+	free(r->status_arena);
+	free(r->iov_arena);
+	r->reqs = NULL;
+	r->gref_arena = NULL;
+	r->page_arena = NULL;
+	r->status_arena = NULL;
+	r->iov_arena = NULL;
+	r->free = NULL;
+	r->nr_reqs = 0;
+}
+
+/*
+ * ---- Responses ----
+ */
+
+static void ring_respond(struct bb_ring *r, uint64_t id, uint8_t op, int16_t status)
+{
+	struct blkif_response *rsp = RING_GET_RESPONSE(&r->br, r->br.rsp_prod_pvt);
+
+	rsp->id = id;
+	rsp->operation = op;
+	rsp->status = status;
+	r->br.rsp_prod_pvt++;
+	if (status != BLKIF_RSP_OKAY)
+		bb_cnt_add(&r->st.errors, 1);
+}
+
+static void ring_unmap_req(struct bb_ring *r, struct bb_req *q)
+{
+	if (q->nr_segs)
+		r->ops->unmap(r, q->nr_segs, q->grefs, q->prot, q->pages);
+	q->nr_segs = 0;
+}
+
+/* Answer @q and return it to the pool. */
+static void ring_complete(struct bb_ring *r, struct bb_req *q, int status)
+{
+	ring_unmap_req(r, q);
+	if (status == 0) {
+		uint64_t lat = util_now_ns() - q->start_ns;
+
+		if (q->op == BLKIF_OP_READ) {
+			bb_cnt_add(&r->st.rd_sect, q->nr_sect);
+			bb_hist_record(&r->st.rd_lat, lat);
+		} else if (q->op == BLKIF_OP_WRITE) {
+			bb_cnt_add(&r->st.wr_sect, q->nr_sect);
+			bb_hist_record(&r->st.wr_lat, lat);
+		} else if (q->op != BLKIF_OP_DISCARD) {
+			bb_cnt_add(&r->st.wr_sect, q->nr_sect); /* data carried by a flush or barrier */
+		}
+	}
+	if (q->op == BLKIF_OP_WRITE_BARRIER)
+		r->barrier_active = 0;
+	ring_respond(r, q->id, q->op, bb_req_status(status));
+	q->next = r->free;
+	r->free = q;
+	r->inflight--;
+	bb_cnt_add(&r->st.inflight, (uint64_t)-1);
+}
+
+/*
+ * ---- Submission ----
+ */
+
+static void defer_push_tail(struct bb_ring *r, struct bb_req *q)
+{
+	q->next = NULL;
+	*r->defer_tail = q;
+	r->defer_tail = &q->next;
+}
+
+static void defer_push_head(struct bb_ring *r, struct bb_req *q)
+{
+	q->next = r->defer_head;
+	r->defer_head = q;
+	if (!q->next)
+		r->defer_tail = &q->next;
+}
+
+static struct bb_req *defer_pop(struct bb_ring *r)
+{
+	struct bb_req *q = r->defer_head;
+
+	if (q) {
+		r->defer_head = q->next;
+		if (!r->defer_head)
+			r->defer_tail = &r->defer_head;
+		q->next = NULL;
+	}
+	return q;
+}
+
+static void ring_io_done(struct target_io *io, int status);
+
+static void log_io_error(struct bb_ring *r, const struct bb_req *q, int status)
+{
+	char opbuf[16];
+
+	LOG_RATELIMITED(&r->rl, LOG_LVL_ERR,
+			"%s: %s of %llu sectors at %llu (id %llu) failed: %s", r->name,
+			bb_op_name(q->op, opbuf, sizeof(opbuf)), (unsigned long long)q->nr_sect,
+			(unsigned long long)q->sector, (unsigned long long)q->id,
+			strerror(-status));
+}
+
+/*
+ * Queue @q's current step. Returns 0 when it is queued or already answered (an error), or
+ * -EAGAIN when the target queue is full: the caller keeps @q in the deferred list.
+ */
+static int ring_submit(struct bb_ring *r, struct bb_req *q)
+{
+	struct target_io *io = &q->tio;
+	int rc;
+
+	io->op = (enum target_op)q->steps[q->step];
+	io->iov = NULL;
+	io->iovcnt = 0;
+	io->offset_bytes = 0;
+	io->len_bytes = 0;
+	switch (io->op) {
+	case TARGET_OP_READ:
+	case TARGET_OP_WRITE:
+		io->iov = q->iov;
+		io->iovcnt = q->nr_segs;
+		/* fallthrough */
+	case TARGET_OP_DISCARD:
+		io->offset_bytes = q->sector << BB_SECT_SHIFT;
+		io->len_bytes = q->nr_sect << BB_SECT_SHIFT;
+		break;
+	case TARGET_OP_FLUSH:
+		break;
+	}
+	io->done = ring_io_done;
+	io->priv = q;
+
+	rc = target_submit(r->tq, io);
+	if (rc == -EAGAIN && r->submitted) {
+		/* The submission queue may be full of our own uncommitted entries: send them. */
+		target_queue_commit(r->tq);
+		r->submitted = 0;
+		rc = target_submit(r->tq, io);
+	}
+	if (rc == -EAGAIN) {
+		if (target_queue_inflight(r->tq) > 0)
+			return -EAGAIN; /* a completion will make room */
+		rc = -EIO; /* nothing will ever make room: do not wait forever */
+	}
+	if (rc < 0) {
+		log_io_error(r, q, rc);
+		ring_complete(r, q, rc);
+		return 0;
+	}
+	r->submitted++;
+	return 0;
+}
+
+/* Send what waited for the target, in order, until the queue is full again. */
+static void ring_run_deferred(struct bb_ring *r)
+{
+	struct bb_req *q;
+
+	while ((q = defer_pop(r))) {
+		if (ring_submit(r, q) == -EAGAIN) {
+			defer_push_head(r, q);
+			bb_cnt_add(&r->st.oo_req, 1);
+			break;
+		}
+	}
+}
+
+/* Target completion (from target_queue_poll, on the ring thread). */
+static void ring_io_done(struct target_io *io, int status)
+{
+	struct bb_req *q = io->priv;
+	struct bb_ring *r = q->ring;
+
+	if (status == 0 && q->step + 1 < q->nsteps) {
+		/* Next step of a flush-with-data or barrier: submitted after the poll returns. */
+		q->step++;
+		defer_push_tail(r, q);
+		return;
+	}
+	if (status < 0)
+		log_io_error(r, q, status);
+	ring_complete(r, q, status);
+}
+
+/*
+ * ---- Consumption ----
+ */
+
+static void ring_limits(const struct bb_ring *r, struct bb_limits *lim)
+{
+	const struct bb_vbd *v = r->vbd;
+
+	lim->size_sect = __atomic_load_n(&v->size_sect, __ATOMIC_ACQUIRE);
+	lim->logical_block = v->logical_block;
+	lim->ro = v->ro ? 1 : 0;
+	lim->discard = v->feat_discard;
+	lim->barrier = v->feat_barrier;
+}
+
+static void count_op(struct bb_ring *r, uint8_t op)
+{
+	switch (op) {
+	case BLKIF_OP_READ:
+		bb_cnt_add(&r->st.rd_req, 1);
+		break;
+	case BLKIF_OP_WRITE:
+		bb_cnt_add(&r->st.wr_req, 1);
+		break;
+	case BLKIF_OP_FLUSH_DISKCACHE:
+	case BLKIF_OP_WRITE_BARRIER:
+		bb_cnt_add(&r->st.f_req, 1);
+		break;
+	case BLKIF_OP_DISCARD:
+		bb_cnt_add(&r->st.ds_req, 1);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Map @q's data pages in one batch; on any refusal unmap the rest and return the first error. */
+static int ring_map_req(struct bb_ring *r, struct bb_req *q, const struct bb_parsed *p)
+{
+	void *ok_pages[BB_DIRECT_SEGS];
+	grant_ref_t ok_refs[BB_DIRECT_SEGS];
+	int *status = r->status_arena;
+	uint32_t n = p->nr_segs, nok = 0;
+	int failed, first_err = 0;
+	uint32_t bad = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		q->grefs[i] = p->seg[i].gref;
+		q->pages[i] = NULL;
+		status[i] = 0;
+	}
+	failed = r->ops->map(r, n, q->grefs, q->prot, q->pages, status);
+	if (failed == 0) {
+		for (uint32_t i = 0; i < n; i++) {
+			q->iov[i].iov_base = (char *)q->pages[i] + p->seg[i].off_bytes;
+			q->iov[i].iov_len = p->seg[i].len_bytes;
+		}
+		q->nr_segs = n;
+		return 0;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (status[i] == 0 && q->pages[i]) {
+			ok_pages[nok] = q->pages[i];
+			ok_refs[nok++] = q->grefs[i];
+		} else if (!first_err) {
+			first_err = status[i] < 0 ? status[i] : -EIO;
+			bad = i;
+		}
+	}
+	if (nok)
+		r->ops->unmap(r, nok, ok_refs, q->prot, ok_pages);
+	if (!first_err)
+		first_err = failed < 0 ? failed : -EIO;
+	LOG_RATELIMITED(&r->rl, LOG_LVL_WARN,
+			"%s: request id %llu: grant ref %u (segment %u) refused: %s; answered error",
+			r->name, (unsigned long long)p->id, (unsigned)p->seg[bad].gref, bad,
+			hv_strerror(first_err));
+	return first_err;
+}
+
+/* Handle one validated-or-not request taken off the ring. */
+static void ring_handle(struct bb_ring *r, const union bb_req_slot *slot,
+			const struct bb_limits *lim)
+{
+	struct bb_parsed p;
+	struct bb_req *q;
+	const char *why;
+	char opbuf[16];
+	int rc;
+
+	rc = bb_req_parse(slot, lim, &p, &why);
+	count_op(r, p.op);
+	if (rc < 0) {
+		LOG_RATELIMITED(&r->rl, LOG_LVL_WARN, "%s: bad request id %llu (%s): %s; answered %s",
+				r->name, (unsigned long long)p.id,
+				bb_op_name(p.op, opbuf, sizeof(opbuf)), why,
+				rc == -EOPNOTSUPP ? "not supported" : "error");
+		ring_respond(r, p.id, p.op, bb_req_status(rc));
+		return;
+	}
+	if (p.op == BLKIF_OP_DISCARD && p.nr_sect == 0) {
+		ring_respond(r, p.id, p.op, BLKIF_RSP_OKAY); /* nothing to discard */
+		return;
+	}
+
+	/* Cannot be empty: consumption stops at RING_REQUEST_CONS_OVERFLOW, one entry per slot. */
+	q = r->free;
+	r->free = q->next;
+	q->next = NULL;
+	q->id = p.id;
+	q->op = p.op;
+	q->sector = p.sector;
+	q->nr_sect = p.nr_sect;
+	q->nr_segs = 0;
+	q->step = 0;
+	q->start_ns = util_now_ns();
+	r->inflight++;
+	bb_cnt_add(&r->st.inflight, 1);
+
+	switch (p.op) {
+	case BLKIF_OP_READ:
+		q->steps[0] = TARGET_OP_READ;
+		q->nsteps = 1;
+		/* The disk writes into the guest's page. */
+		q->prot = HV_PROT_READ | HV_PROT_WRITE;
+		break;
+	case BLKIF_OP_WRITE:
+		q->steps[0] = TARGET_OP_WRITE;
+		q->nsteps = 1;
+		q->prot = HV_PROT_READ;
+		break;
+	case BLKIF_OP_DISCARD:
+		q->steps[0] = TARGET_OP_DISCARD;
+		q->nsteps = 1;
+		q->prot = 0;
+		break;
+	default: /* FLUSH_DISKCACHE, WRITE_BARRIER */
+		q->prot = HV_PROT_READ;
+		if (p.nr_segs == 0) {
+			q->steps[0] = TARGET_OP_FLUSH;
+			q->nsteps = 1;
+		} else {
+			/*
+			 * Linux blkfront sends REQ_PREFLUSH|REQ_FUA writes as FLUSH_DISKCACHE with data:
+			 * earlier writes must be stable before this one (pre-flush), and this one
+			 * stable when acknowledged (post-flush).
+			 */
+			q->steps[0] = TARGET_OP_FLUSH;
+			q->steps[1] = TARGET_OP_WRITE;
+			q->steps[2] = TARGET_OP_FLUSH;
+			q->nsteps = 3;
+		}
+		break;
+	}
+
+	if (p.nr_segs) {
+		rc = ring_map_req(r, q, &p);
+		if (rc < 0) {
+			ring_complete(r, q, rc);
+			return;
+		}
+	}
+	if (p.op == BLKIF_OP_WRITE_BARRIER) {
+		/* Every earlier request completes before the barrier starts (drained in the pass). */
+		r->barrier = q;
+		r->barrier_active = 1;
+		return;
+	}
+	if (ring_submit(r, q) == -EAGAIN) {
+		defer_push_tail(r, q);
+		bb_cnt_add(&r->st.oo_req, 1);
+	}
+}
+
+static void ring_kill(struct bb_ring *r, RING_IDX rp)
+{
+	struct bb_vbd *v = r->vbd;
+
+	r->dead = 1;
+	log_err("%s: frontend claims %u requests on a ring of %u (req_prod %u, rsp_prod %u): "
+		"halting the ring and disconnecting",
+		r->name, rp - r->br.rsp_prod_pvt, RING_SIZE(&r->br), rp, r->br.rsp_prod_pvt);
+	__atomic_store_n(&v->need_disconnect, 1, __ATOMIC_RELEASE);
+	if (v->bb) {
+		uint64_t one = 1;
+
+		if (write(v->bb->wake_efd, &one, sizeof(one)) < 0)
+			log_err("%s: cannot wake the control thread: %s", r->name, strerror(errno));
+	}
+}
+
+static void ring_consume(struct bb_ring *r)
+{
+	union bb_req_slot slot;
+	struct bb_limits lim;
+	RING_IDX rc = r->br.req_cons;
+	RING_IDX rp = __atomic_load_n(&r->br.sring->req_prod, __ATOMIC_RELAXED);
+
+	xen_rmb(); /* Ensure we see the requests up to rp after reading rp. */
+	if (RING_REQUEST_PROD_OVERFLOW(&r->br, rp)) {
+		ring_kill(r, rp);
+		return;
+	}
+	ring_limits(r, &lim);
+	while (rc != rp) {
+		if (RING_REQUEST_CONS_OVERFLOW(&r->br, rc))
+			break;
+		if (r->defer_head || r->barrier_active)
+			break;
+		bb_req_copy(&r->br, rc, &slot);
+		r->br.req_cons = ++rc;
+		ring_handle(r, &slot, &lim);
+	}
+}
+
+int bb_ring_pass(struct bb_ring *r)
+{
+	int more = 0, notify = 0;
+	int stopping = __atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE);
+
+	if (r->inflight) {
+		int n = target_queue_poll(r->tq, 0);
+
+		if (n < 0)
+			LOG_RATELIMITED(&r->rl, LOG_LVL_ERR, "%s: reaping completions failed: %s",
+					r->name, strerror(-n));
+	}
+	/* A barrier starts once it is the only request left in flight. */
+	if (r->barrier && r->inflight == 1) {
+		defer_push_tail(r, r->barrier);
+		r->barrier = NULL;
+	}
+	ring_run_deferred(r);
+	if (!stopping && !r->dead)
+		ring_consume(r);
+	if (r->submitted) {
+		int n = target_queue_commit(r->tq);
+
+		if (n < 0)
+			LOG_RATELIMITED(&r->rl, LOG_LVL_ERR, "%s: submitting to the target failed: %s",
+					r->name, strerror(-n));
+		r->submitted = 0;
+	}
+
+	RING_PUSH_RESPONSES_AND_CHECK_NOTIFY(&r->br, notify);
+	if (notify)
+		r->ops->notify(r);
+
+	if (stopping || r->dead || r->defer_head || r->barrier_active)
+		return 0; /* woken by a completion, not by the frontend */
+	RING_FINAL_CHECK_FOR_REQUESTS(&r->br, more);
+	return more ? 1 : 0;
+}
+
+/*
+ * ---- Thread ----
+ */
+
+static void ring_drain_evtchn(struct bb_ring *r)
+{
+	evtchn_port_t port;
+	int rc;
+
+	while ((rc = hv_evtchn_pending(r->evt, &port)) > 0) {
+		rc = hv_evtchn_unmask(r->evt, port);
+		if (rc < 0)
+			LOG_RATELIMITED(&r->rl, LOG_LVL_ERR, "%s: unmask of port %u failed: %s",
+					r->name, port, hv_strerror(rc));
+	}
+	if (rc < 0)
+		LOG_RATELIMITED(&r->rl, LOG_LVL_ERR, "%s: event channel failed: %s", r->name,
+				hv_strerror(rc));
+}
+
+static void *ring_thread(void *arg)
+{
+	struct bb_ring *r = arg;
+	struct pollfd pfd[3];
+
+	r->start_rc = target_queue_open(r->target, r->nr_reqs, &r->tq);
+	sem_post(&r->ready);
+	if (r->start_rc < 0)
+		return NULL;
+
+	pfd[0].fd = hv_evtchn_fd(r->evt);
+	pfd[0].events = POLLIN;
+	pfd[1].fd = target_queue_fd(r->tq);
+	pfd[1].events = POLLIN;
+	pfd[2].fd = r->stop_efd;
+	pfd[2].events = POLLIN;
+
+	/* A frontend may have queued requests and kicked before we were bound. */
+	for (;;) {
+		int more = bb_ring_pass(r);
+
+		if (__atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE) && r->inflight == 0)
+			break;
+		if (more > 0)
+			continue;
+		if (poll(pfd, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_err("%s: poll failed: %s", r->name, strerror(errno));
+			break;
+		}
+		if (pfd[0].revents & (POLLIN | POLLERR | POLLHUP))
+			ring_drain_evtchn(r);
+		if (pfd[2].revents & POLLIN) {
+			uint64_t v;
+
+			if (read(r->stop_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				log_err("%s: stop eventfd: %s", r->name, strerror(errno));
+		}
+	}
+	/* A failed poll above leaves requests in flight: close waits for them (target.h). */
+	while (r->inflight && target_queue_inflight(r->tq) > 0) {
+		if (target_queue_poll(r->tq, 1) < 0)
+			break;
+		RING_PUSH_RESPONSES(&r->br);
+	}
+	target_queue_close(r->tq);
+	r->tq = NULL;
+	return NULL;
+}
+
+int bb_ring_start(struct bb_ring *r)
+{
+	sigset_t all, old;
+	int rc;
+
+	r->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (r->stop_efd < 0)
+		return -errno;
+	if (sem_init(&r->ready, 0, 0) < 0) {
+		rc = -errno;
+		goto err_efd;
+	}
+	__atomic_store_n(&r->stopping, 0, __ATOMIC_RELAXED);
+	/* Signals (SIGTERM) belong to the control thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = -pthread_create(&r->thread, NULL, ring_thread, r);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc < 0)
+		goto err_sem;
+	while (sem_wait(&r->ready) < 0 && errno == EINTR)
+		;
+	if (r->start_rc < 0) {
+		rc = r->start_rc;
+		pthread_join(r->thread, NULL);
+		goto err_sem;
+	}
+	r->thread_running = 1;
+	return 0;
+
+err_sem:
+	sem_destroy(&r->ready);
+err_efd:
+	close(r->stop_efd);
+	r->stop_efd = -1;
+	return rc;
+}
+
+void bb_ring_stop(struct bb_ring *r)
+{
+	uint64_t one = 1;
+
+	if (!r->thread_running)
+		return;
+	__atomic_store_n(&r->stopping, 1, __ATOMIC_RELEASE);
+	if (write(r->stop_efd, &one, sizeof(one)) < 0)
+		log_err("%s: cannot wake the ring thread: %s", r->name, strerror(errno));
+	pthread_join(r->thread, NULL);
+	r->thread_running = 0;
+	sem_destroy(&r->ready);
+	close(r->stop_efd);
+	r->stop_efd = -1;
+}
