@@ -113,8 +113,8 @@ struct blkfront {
 	struct blkfront_info info;
 
 	enum xenbus_state fstate; /* what we last wrote (Unknown until we wrote anything) */
-	bool rings_up;            /* rings allocated and granted (Initialised or Connected) */
-	bool connected;           /* backend Connected and we wrote Connected */
+	bool rings_up;            /* rings allocated and granted: responses are reaped */
+	bool connected;           /* backend Connected and we wrote Connected: requests are sent */
 	int failed;               /* 0, or the -errno that made the device unusable */
 
 	unsigned int nr_rings;
@@ -132,6 +132,7 @@ struct blkfront {
 };
 
 static int bf_backend_changed(struct blkfront *bf);
+static int bf_reap_ring(struct blkfront *bf, struct bf_ring *r);
 
 /*
  * ---- xenstore helpers ----
@@ -293,8 +294,8 @@ static void bf_ureq_complete(struct blkfront *bf, struct bf_ureq *u)
 	bf->opts.done(bf->opts.arg, id, status);
 }
 
-/* End the grants of a slot. A grant the backend still maps cannot be ended: that ref is left
- * with the page (never reused) and replaced by a fresh one, as Linux defers such refs. */
+/* End the grants of a slot. A grant the backend still maps cannot be ended: that ref is given
+ * up (not reused while mapped) and replaced by a fresh one, as Linux defers such refs. */
 static int bf_slot_end_grants(struct blkfront *bf, struct bf_slot *s)
 {
 	int ret = 0;
@@ -308,6 +309,8 @@ static int bf_slot_end_grants(struct blkfront *bf, struct bf_slot *s)
 				"d%u/%s: grant %u still in use by the backend (%s); leaving it",
 				bf->domid, bf->name, s->gref[i], hv_strerror(err));
 		ret = -EIO;
+		/* Freed while mapped, the sim parks the ref until the mapping goes away. */
+		hv_guest_free_gref(bf->hv, s->gref[i]);
 		if (hv_guest_alloc_gref(bf->hv, &s->gref[i]))
 			s->gref[i] = BF_GREF_NONE;
 	}
@@ -754,9 +757,13 @@ static void bf_rings_down(struct blkfront *bf)
 
 	if (!bf->rings_up)
 		return;
+	bf->connected = false;
 	for (unsigned int i = 0; i < bf->nr_rings; i++) {
 		struct bf_ring *r = &bf->rings[i];
 
+		/* What the backend finished before it let go completes normally. */
+		if (r->slots && r->fr.sring && !bf->failed)
+			bf_reap_ring(bf, r);
 		for (unsigned int k = 0; k < r->nr_slots; k++) {
 			struct bf_slot *s = &r->slots[k];
 			struct bf_ureq *u = s->ureq;
@@ -1031,10 +1038,14 @@ static void bf_check_resize(struct blkfront *bf)
 		bf->opts.resized(bf->opts.arg, old, sectors);
 }
 
-/* Backend Closing or Closed: give up the rings (holding their requests), go Closed. */
+/*
+ * Backend Closing: stop sending and go Closed, as Linux blkfront does. The rings stay up and
+ * are still reaped: the backend finishes what it has in flight before it unmaps them and says
+ * Closed (only then can the grants be ended); what it did not finish is issued again later.
+ */
 static int bf_closing(struct blkfront *bf)
 {
-	bf_rings_down(bf);
+	bf->connected = false;
 	if (bf->fstate == XenbusStateClosed || bf->fstate == XenbusStateInitialising)
 		return 0;
 	return bf_set_state(bf, XenbusStateClosed);
@@ -1156,7 +1167,7 @@ int blkfront_process(struct blkfront *bf)
 	ret = bf_drain_evtchn(bf);
 	if (ret < 0)
 		return ret;
-	if (bf->connected) {
+	if (bf->rings_up) {
 		for (unsigned int i = 0; i < bf->nr_rings; i++)
 			done += bf_reap_ring(bf, &bf->rings[i]);
 		if (bf->failed) {
