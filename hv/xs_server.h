@@ -39,9 +39,10 @@ struct xs_limits {
 /** Hooks into the rest of hvsimd. */
 struct xs_server_hooks {
 	/**
- * Does domain @domid exist in the hypervisor? Used by XS_INTRODUCE and xs_server_introduce,
- * which refuse (EINVAL) a domain that does not. 1 yes, 0 no. NULL: every domid exists.
- */
+	 * Does domain @domid exist in the hypervisor? Used by XS_INTRODUCE and
+	 * xs_server_introduce, which refuse (EINVAL) a domain that does not. 1 yes, 0 no.
+	 * NULL: every domid exists.
+	 */
 	int (*domain_exists)(void *arg, domid_t domid);
 	void *arg;
 };
@@ -83,9 +84,10 @@ int xs_server_release(struct xs_server *xs, domid_t domid);
 /*
  * Direct access for hvsimd itself, acting as dom0 outside any transaction. Paths are absolute
  * (a relative one resolves under /local/domain/0). Write creates missing parents, which inherit
- * their parent's perms. Watches fire as for a client's write. Return 0 or -errno: -EINVAL (bad
- * path or perms), -ENOENT (rm: parent missing too; read/set_perms: no node), -E2BIG (value over
- * XENSTORE_PAYLOAD_MAX), -ENOMEM.
+ * their parent's perms (so set a domain's home perms before writing below it). Watches fire as
+ * for a client's write. Return 0 or -errno: -EINVAL (bad path or perms, rm of "/"), -ENOENT
+ * (rm: parent missing too; read/set_perms: no node), -E2BIG (value over XENSTORE_PAYLOAD_MAX),
+ * -ENOMEM.
  */
 int xs_server_write(struct xs_server *xs, const char *path, const void *val, size_t len);
 int xs_server_rm(struct xs_server *xs, const char *path);
@@ -95,7 +97,10 @@ int xs_server_rm(struct xs_server *xs, const char *path);
  * The special nodes "@introduceDomain" and "@releaseDomain" are accepted too.
  */
 int xs_server_set_perms(struct xs_server *xs, const char *path, const char *perms, size_t len);
-/** Read a node's value into a malloc'd NUL-terminated buffer (*val, *len without the NUL). */
+/**
+ * Read a node's value into a malloc'd NUL-terminated buffer the caller frees (*val; *len, if
+ * @len is not NULL, without the NUL).
+ */
 int xs_server_read(struct xs_server *xs, const char *path, char **val, size_t *len);
 
 #endif
