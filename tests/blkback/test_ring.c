@@ -1,0 +1,524 @@
+/*
+ * test_ring.c - the ring's request path on a ring in plain memory: a test frontend fills the
+ * shared page, the grant seam maps "grant refs" to pages of a local buffer, and the real raw
+ * target serves a file in the test's temp dir. Covers data integrity, every kind of bad request
+ * answered while the ring carries on, notification suppression, a hostile req_prod,
+ * backpressure from a small target queue, flush/barrier/discard, and a shrink seen per request.
+ */
+#include "blkback/blkback_internal.h"
+#include "tests/harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define T_DISK_SECT 2048u     /* 1 MiB */
+#define T_GUEST_PAGES 64u
+#define T_RO_BASE 1000u       /* grefs T_RO_BASE + i: page i granted read-only */
+
+struct t_env {
+	char path[256];
+	void *guest;                /* T_GUEST_PAGES pages the "grants" point at */
+	void *ring_page;
+	blkif_front_ring_t fr;
+	struct bb_vbd vbd;
+	struct bb_ring r;
+	struct target *t;
+	unsigned maps, unmaps, notifies;
+};
+
+static struct t_env *E;
+
+/* Responses taken off the ring, looked up by id (see reap()). */
+#define T_MAX_RSP 64
+static struct {
+	uint64_t id;
+	int16_t status;
+	int taken;
+} rsps[T_MAX_RSP];
+static unsigned nr_rsps;
+
+static int t_map(struct bb_ring *r, uint32_t count, const grant_ref_t *refs, unsigned prot,
+		 void **addrs, int *status)
+{
+	int failed = 0;
+
+	(void)r;
+	for (uint32_t i = 0; i < count; i++) {
+		grant_ref_t ref = refs[i];
+		int ro = ref >= T_RO_BASE;
+
+		if (ro)
+			ref -= T_RO_BASE;
+		if (ref >= T_GUEST_PAGES) {
+			status[i] = -EPERM; /* not granted */
+		} else if (ro && (prot & HV_PROT_WRITE)) {
+			status[i] = -EROFS;
+		} else {
+			status[i] = 0;
+			addrs[i] = (char *)E->guest + (size_t)ref * HV_PAGE_SIZE;
+			E->maps++;
+			continue;
+		}
+		addrs[i] = NULL;
+		failed++;
+	}
+	return failed;
+}
+
+static void t_unmap(struct bb_ring *r, uint32_t count, const grant_ref_t *refs, unsigned prot,
+		    void *const *addrs)
+{
+	(void)r;
+	(void)refs;
+	(void)prot;
+	(void)addrs;
+	E->unmaps += count;
+}
+
+static void t_notify(struct bb_ring *r)
+{
+	(void)r;
+	E->notifies++;
+}
+
+static const struct bb_ring_ops t_ops = { t_map, t_unmap, t_notify };
+
+/* Fresh ring, vbd, file and target; @queue_depth 0 means one per ring slot. */
+static void env_setup(uint32_t queue_depth)
+{
+	struct target_open_opts o = { .engine = TARGET_ENGINE_IO_URING, .no_direct = 1 };
+	struct target_info info;
+	int fd;
+
+	E = calloc(1, sizeof(*E));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(E);
+	snprintf(E->path, sizeof(E->path), "%s/ring-vol.img", harness_tmpdir());
+	fd = open(E->path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	CU_ASSERT_FATAL(fd >= 0);
+	CU_ASSERT_FATAL(ftruncate(fd, (off_t)T_DISK_SECT * 512) == 0);
+	close(fd);
+	CU_ASSERT_EQUAL_FATAL(posix_memalign(&E->guest, 4096, T_GUEST_PAGES * HV_PAGE_SIZE), 0);
+	CU_ASSERT_EQUAL_FATAL(posix_memalign(&E->ring_page, 4096, HV_PAGE_SIZE), 0);
+	memset(E->guest, 0, T_GUEST_PAGES * HV_PAGE_SIZE);
+	SHARED_RING_INIT((blkif_sring_t *)E->ring_page);
+	FRONT_RING_INIT(&E->fr, (blkif_sring_t *)E->ring_page, HV_PAGE_SIZE);
+
+	CU_ASSERT_EQUAL_FATAL(target_raw_open(E->path, &o, &E->t), 0);
+	CU_ASSERT_EQUAL_FATAL(target_info(E->t, &info), 0);
+	E->vbd.size_sect = T_DISK_SECT;
+	E->vbd.logical_block = 512;
+	E->vbd.feat_discard = info.discard_granularity ? 1 : 0;
+	E->vbd.feat_barrier = 1;
+	snprintf(E->vbd.name, sizeof(E->vbd.name), "d1/xvda");
+
+	E->r.vbd = &E->vbd;
+	E->r.domid = 1;
+	E->r.sring = E->ring_page;
+	E->r.nr_pages = 1;
+	E->r.ops = &t_ops;
+	E->r.target = E->t;
+	snprintf(E->r.name, sizeof(E->r.name), "d1/xvda");
+	CU_ASSERT_EQUAL_FATAL(bb_ring_init(&E->r), 0);
+	CU_ASSERT_EQUAL(E->r.nr_reqs, 32);
+	CU_ASSERT_EQUAL_FATAL(
+		target_queue_open(E->t, queue_depth ? queue_depth : E->r.nr_reqs, &E->r.tq), 0);
+}
+
+static void env_teardown(void)
+{
+	CU_ASSERT_EQUAL(nr_rsps, 0); /* every response was looked at */
+	nr_rsps = 0;
+	/* Every page mapped for a request was unmapped when it was answered. */
+	CU_ASSERT_EQUAL(E->maps, E->unmaps);
+	CU_ASSERT_EQUAL(E->r.inflight, 0);
+	target_queue_close(E->r.tq);
+	bb_ring_fini(&E->r);
+	target_close(E->t);
+	unlink(E->path);
+	free(E->guest);
+	free(E->ring_page);
+	free(E);
+	E = NULL;
+}
+
+static void *gpage(unsigned i)
+{
+	return (char *)E->guest + (size_t)i * HV_PAGE_SIZE;
+}
+
+/* Queue a READ/WRITE/FLUSH/BARRIER of pages [first, first+n) at @sector. */
+static void push_rw(uint8_t op, uint64_t id, uint64_t sector, unsigned first_gref, unsigned n)
+{
+	struct blkif_request *rq = RING_GET_REQUEST(&E->fr, E->fr.req_prod_pvt);
+
+	memset(rq, 0, sizeof(*rq));
+	rq->operation = op;
+	rq->nr_segments = (uint8_t)n;
+	rq->handle = 51712;
+	rq->id = id;
+	rq->sector_number = sector;
+	for (unsigned i = 0; i < n && i < BB_DIRECT_SEGS; i++) {
+		rq->seg[i].gref = first_gref + i;
+		rq->seg[i].first_sect = 0;
+		rq->seg[i].last_sect = 7;
+	}
+	E->fr.req_prod_pvt++;
+}
+
+static void push_discard(uint64_t id, uint64_t sector, uint64_t nr)
+{
+	struct blkif_request_discard d = {
+		.operation = BLKIF_OP_DISCARD, .id = id, .sector_number = sector, .nr_sectors = nr,
+	};
+
+	memcpy(RING_GET_REQUEST(&E->fr, E->fr.req_prod_pvt), &d, sizeof(d));
+	E->fr.req_prod_pvt++;
+}
+
+static int publish(void)
+{
+	int notify;
+
+	RING_PUSH_REQUESTS_AND_CHECK_NOTIFY(&E->fr, notify);
+	return notify;
+}
+
+/* Run passes until nothing is in flight and the ring is idle (bounded). */
+static void run(void)
+{
+	for (int i = 0; i < 10000; i++) {
+		int more = bb_ring_pass(&E->r);
+
+		if (more < 0)
+			break;
+		if (E->r.inflight)
+			target_queue_poll(E->r.tq, 1);
+		else if (!more)
+			break;
+	}
+}
+
+/*
+ * Responses come in completion order, not request order: take every published response into
+ * a table and look them up by id.
+ */
+
+static void collect(void)
+{
+	while (E->fr.rsp_cons != E->fr.sring->rsp_prod && nr_rsps < T_MAX_RSP) {
+		struct blkif_response rsp;
+
+		RING_COPY_RESPONSE(&E->fr, E->fr.rsp_cons, &rsp);
+		E->fr.rsp_cons++;
+		rsps[nr_rsps].id = rsp.id;
+		rsps[nr_rsps].status = rsp.status;
+		rsps[nr_rsps].taken = 0;
+		nr_rsps++;
+	}
+}
+
+/* The status of the response for @id (each answered exactly once), or 99 when none came. */
+static int16_t reap(uint64_t id)
+{
+	int16_t st = 99;
+	unsigned found = 0;
+
+	collect();
+	for (unsigned i = 0; i < nr_rsps; i++) {
+		if (rsps[i].id == id && !rsps[i].taken) {
+			if (!found)
+				st = rsps[i].status;
+			rsps[i].taken = 1;
+			found++;
+		}
+	}
+	CU_ASSERT_EQUAL(found, 1);
+	/* Drop the table once everything in it was looked at. */
+	for (unsigned i = 0; i < nr_rsps; i++)
+		if (!rsps[i].taken)
+			return st;
+	nr_rsps = 0;
+	return st;
+}
+
+static void fill(void *p, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		((unsigned char *)p)[i] = (unsigned char)(seed * 31 + i * 7 + (i >> 9));
+}
+
+static void test_write_read_back(void)
+{
+	unsigned char *file = malloc(16 * 512);
+	struct bb_stats st;
+	int fd;
+
+	env_setup(0);
+	fill(gpage(0), 2 * HV_PAGE_SIZE, 1);
+	push_rw(BLKIF_OP_WRITE, 10, 8, 0, 2);
+	CU_ASSERT_EQUAL(publish(), 1); /* req_event starts at 1: the first request notifies */
+	run();
+	CU_ASSERT_EQUAL(reap(10), BLKIF_RSP_OKAY);
+
+	/* The data went to the file in place. */
+	fd = open(E->path, O_RDONLY);
+	CU_ASSERT_EQUAL(pread(fd, file, 16 * 512, 8 * 512), 16 * 512);
+	close(fd);
+	CU_ASSERT_EQUAL(memcmp(file, gpage(0), 16 * 512), 0);
+
+	/* Read it back into other pages, one segment landing mid-page. */
+	push_rw(BLKIF_OP_READ, 11, 8, 4, 2);
+	RING_GET_REQUEST(&E->fr, E->fr.req_prod_pvt - 1)->seg[1].first_sect = 2;
+	RING_GET_REQUEST(&E->fr, E->fr.req_prod_pvt - 1)->seg[1].last_sect = 3;
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(11), BLKIF_RSP_OKAY);
+	CU_ASSERT_EQUAL(memcmp(gpage(4), file, 4096), 0);
+	CU_ASSERT_EQUAL(memcmp((char *)gpage(5) + 1024, file + 4096, 1024), 0);
+
+	memset(&st, 0, sizeof(st));
+	bb_stats_add(&st, &E->r.st);
+	CU_ASSERT_EQUAL(st.wr_req, 1);
+	CU_ASSERT_EQUAL(st.rd_req, 1);
+	CU_ASSERT_EQUAL(st.wr_sect, 16);
+	CU_ASSERT_EQUAL(st.rd_sect, 10);
+	CU_ASSERT_EQUAL(st.errors, 0);
+	CU_ASSERT_EQUAL(st.inflight, 0);
+	CU_ASSERT(bb_hist_percentile(&st.rd_lat, 50) > 0);
+	CU_ASSERT(bb_hist_percentile(&st.wr_lat, 99) > 0);
+	free(file);
+	env_teardown();
+}
+
+static void test_bad_requests_answered(void)
+{
+	struct blkif_request *rq;
+
+	env_setup(0);
+	push_rw(77, 1, 0, 0, 1);                         /* unknown opcode */
+	push_rw(BLKIF_OP_READ, 2, 0, 0, 0);              /* no segments */
+	push_rw(BLKIF_OP_WRITE, 3, 0, 0, 1);
+	RING_GET_REQUEST(&E->fr, E->fr.req_prod_pvt - 1)->nr_segments = 200;
+	push_rw(BLKIF_OP_READ, 4, 0, 0, 1);
+	RING_GET_REQUEST(&E->fr, E->fr.req_prod_pvt - 1)->seg[0].last_sect = 9;
+	push_rw(BLKIF_OP_READ, 5, T_DISK_SECT - 4, 0, 1); /* past the end */
+	push_rw(BLKIF_OP_READ, 6, 0, 9999, 1);           /* not granted */
+	push_rw(BLKIF_OP_READ, 7, 0, 0, 3);
+	rq = RING_GET_REQUEST(&E->fr, E->fr.req_prod_pvt - 1);
+	rq->seg[1].gref = T_RO_BASE + 1;                 /* read into a read-only grant */
+	push_rw(BLKIF_OP_WRITE, 8, 0, T_RO_BASE + 2, 1); /* write from a read-only grant: fine */
+	push_rw(BLKIF_OP_READ, 9, 16, 3, 1);             /* and the ring carries on */
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(1), BLKIF_RSP_EOPNOTSUPP);
+	CU_ASSERT_EQUAL(reap(2), BLKIF_RSP_ERROR);
+	CU_ASSERT_EQUAL(reap(3), BLKIF_RSP_ERROR);
+	CU_ASSERT_EQUAL(reap(4), BLKIF_RSP_ERROR);
+	CU_ASSERT_EQUAL(reap(5), BLKIF_RSP_ERROR);
+	CU_ASSERT_EQUAL(reap(6), BLKIF_RSP_ERROR);
+	CU_ASSERT_EQUAL(reap(7), BLKIF_RSP_ERROR);
+	CU_ASSERT_EQUAL(reap(8), BLKIF_RSP_OKAY);
+	CU_ASSERT_EQUAL(reap(9), BLKIF_RSP_OKAY);
+	CU_ASSERT_EQUAL(E->r.st.errors, 7);
+	CU_ASSERT_EQUAL(E->r.st.rd_req, 6);
+	CU_ASSERT_EQUAL(E->r.st.wr_req, 2);
+	CU_ASSERT_FALSE(E->r.dead);
+	env_teardown();
+}
+
+static void test_notification_suppression(void)
+{
+	blkif_sring_t *s;
+	unsigned before;
+
+	env_setup(0);
+	s = E->fr.sring;
+	push_rw(BLKIF_OP_WRITE, 1, 0, 0, 1);
+	publish();
+	run();
+	/* The frontend's rsp_event (1) was inside the batch: one notify. */
+	CU_ASSERT_EQUAL(E->notifies, 1);
+	/* Idle: req_event re-armed so the next request wakes the backend. */
+	CU_ASSERT_EQUAL(s->req_event, E->r.br.req_cons + 1);
+	CU_ASSERT_EQUAL(reap(1), BLKIF_RSP_OKAY);
+
+	/* The frontend does not re-arm rsp_event (it is polling): no notify for the next ones. */
+	before = E->notifies;
+	push_rw(BLKIF_OP_WRITE, 2, 8, 0, 1);
+	push_rw(BLKIF_OP_WRITE, 3, 16, 0, 1);
+	CU_ASSERT_EQUAL(publish(), 1);
+	run();
+	CU_ASSERT_EQUAL(E->notifies, before);
+	CU_ASSERT_EQUAL(reap(2), BLKIF_RSP_OKAY);
+	CU_ASSERT_EQUAL(reap(3), BLKIF_RSP_OKAY);
+
+	/* Re-armed (RING_FINAL_CHECK_FOR_RESPONSES): notified again. */
+	s->rsp_event = E->fr.rsp_cons + 1;
+	push_rw(BLKIF_OP_READ, 4, 0, 1, 1);
+	publish();
+	run();
+	CU_ASSERT_EQUAL(E->notifies, before + 1);
+	CU_ASSERT_EQUAL(reap(4), BLKIF_RSP_OKAY);
+
+	/* A request published while the backend is idle and armed asks for a notify. */
+	push_rw(BLKIF_OP_READ, 5, 0, 1, 1);
+	CU_ASSERT_EQUAL(publish(), 1);
+	run();
+	CU_ASSERT_EQUAL(reap(5), BLKIF_RSP_OKAY);
+	env_teardown();
+}
+
+static void test_hostile_req_prod(void)
+{
+	env_setup(0);
+	push_rw(BLKIF_OP_READ, 1, 0, 0, 1);
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(1), BLKIF_RSP_OKAY);
+	/* Claim 33 requests on a 32-slot ring. */
+	E->fr.sring->req_prod = E->r.br.rsp_prod_pvt + 33;
+	bb_ring_pass(&E->r);
+	CU_ASSERT_TRUE(E->r.dead);
+	CU_ASSERT_EQUAL(E->vbd.need_disconnect, 1);
+	CU_ASSERT_EQUAL(E->fr.sring->rsp_prod, E->fr.rsp_cons); /* nothing answered */
+	CU_ASSERT_EQUAL(bb_ring_pass(&E->r), 0);                /* and nothing consumed again */
+	env_teardown();
+}
+
+static void test_backpressure(void)
+{
+	unsigned n = 32;
+
+	env_setup(4); /* the target takes only 4 at a time */
+	for (unsigned i = 0; i < n; i++) {
+		fill(gpage(i), HV_PAGE_SIZE, 100 + i);
+		push_rw(BLKIF_OP_WRITE, 1000 + i, (uint64_t)i * 8, i, 1);
+	}
+	publish();
+	run();
+	for (unsigned i = 0; i < n; i++)
+		CU_ASSERT_EQUAL(reap(1000 + i), BLKIF_RSP_OKAY);
+	CU_ASSERT(E->r.st.oo_req > 0);
+	CU_ASSERT_EQUAL(E->r.st.wr_req, n);
+
+	/* Everything landed where it should. */
+	memset(gpage(40), 0, 8 * HV_PAGE_SIZE);
+	for (unsigned i = 0; i < 8; i++)
+		push_rw(BLKIF_OP_READ, 2000 + i, (uint64_t)i * 32, 40 + i, 1);
+	publish();
+	run();
+	for (unsigned i = 0; i < 8; i++) {
+		unsigned char want[HV_PAGE_SIZE];
+
+		CU_ASSERT_EQUAL(reap(2000 + i), BLKIF_RSP_OKAY);
+		fill(want, sizeof(want), 100 + i * 4);
+		CU_ASSERT_EQUAL(memcmp(gpage(40 + i), want, sizeof(want)), 0);
+	}
+	env_teardown();
+}
+
+static void test_flush_barrier_discard(void)
+{
+	env_setup(0);
+	fill(gpage(0), 4 * HV_PAGE_SIZE, 7);
+	push_rw(BLKIF_OP_WRITE, 1, 0, 0, 1);
+	push_rw(BLKIF_OP_FLUSH_DISKCACHE, 2, 0, 0, 0);
+	push_rw(BLKIF_OP_FLUSH_DISKCACHE, 3, 8, 1, 1); /* a FUA-style write: pre/post flush */
+	push_rw(BLKIF_OP_WRITE, 4, 16, 2, 1);
+	push_rw(BLKIF_OP_WRITE_BARRIER, 5, 24, 3, 1); /* waits for 4 to complete */
+	push_rw(BLKIF_OP_READ, 6, 0, 10, 4);          /* after the barrier */
+	publish();
+	run();
+	for (uint64_t id = 1; id <= 6; id++)
+		CU_ASSERT_EQUAL(reap(id), BLKIF_RSP_OKAY);
+	CU_ASSERT_EQUAL(memcmp(gpage(10), gpage(0), 4 * HV_PAGE_SIZE), 0);
+	CU_ASSERT_EQUAL(E->r.st.f_req, 3);
+	CU_ASSERT_EQUAL(E->r.st.wr_sect, 32);
+	CU_ASSERT_FALSE(E->r.barrier_active);
+
+	if (E->vbd.feat_discard) {
+		push_discard(7, 8, 16);
+		push_discard(8, 0, 0);
+		publish();
+		run();
+		CU_ASSERT_EQUAL(reap(7), BLKIF_RSP_OKAY);
+		CU_ASSERT_EQUAL(reap(8), BLKIF_RSP_OKAY);
+		/* blkif orders nothing between requests: read only once the discard completed. */
+		push_rw(BLKIF_OP_READ, 9, 0, 20, 4);
+		publish();
+		run();
+		CU_ASSERT_EQUAL(reap(9), BLKIF_RSP_OKAY);
+		CU_ASSERT_EQUAL(memcmp(gpage(20), gpage(0), HV_PAGE_SIZE), 0);
+		CU_ASSERT_EQUAL(memcmp(gpage(23), gpage(3), HV_PAGE_SIZE), 0);
+		for (unsigned i = 0; i < 2 * HV_PAGE_SIZE; i++)
+			if (((unsigned char *)gpage(21))[i] != 0) {
+				CU_FAIL("discarded range reads back non-zero");
+				break;
+			}
+		CU_ASSERT_EQUAL(E->r.st.ds_req, 2);
+	}
+	/* Without the feature, discard is "not supported". */
+	E->vbd.feat_discard = 0;
+	push_discard(10, 0, 8);
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(10), BLKIF_RSP_EOPNOTSUPP);
+	env_teardown();
+}
+
+static void test_size_and_read_only(void)
+{
+	env_setup(0);
+	/* A shrink is seen by the next request; a grow as well. */
+	__atomic_store_n(&E->vbd.size_sect, 64, __ATOMIC_RELEASE);
+	push_rw(BLKIF_OP_READ, 1, 56, 0, 1);
+	push_rw(BLKIF_OP_READ, 2, 64, 0, 1);
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(1), BLKIF_RSP_OKAY);
+	CU_ASSERT_EQUAL(reap(2), BLKIF_RSP_ERROR);
+	__atomic_store_n(&E->vbd.size_sect, T_DISK_SECT, __ATOMIC_RELEASE);
+	push_rw(BLKIF_OP_READ, 3, 64, 0, 1);
+	E->vbd.ro = 1;
+	push_rw(BLKIF_OP_WRITE, 4, 0, 0, 1);
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(3), BLKIF_RSP_OKAY);
+	CU_ASSERT_EQUAL(reap(4), BLKIF_RSP_ERROR);
+	env_teardown();
+}
+
+static void test_wraparound(void)
+{
+	env_setup(0);
+	/* 5 laps of the 32-slot ring in batches of 20: indices wrap, every id comes back. */
+	for (unsigned lap = 0; lap < 8; lap++) {
+		for (unsigned i = 0; i < 20; i++)
+			push_rw(i & 1 ? BLKIF_OP_READ : BLKIF_OP_WRITE, lap * 100 + i,
+				(uint64_t)i * 8, i, 1);
+		publish();
+		run();
+		for (unsigned i = 0; i < 20; i++)
+			CU_ASSERT_EQUAL(reap(lap * 100 + i), BLKIF_RSP_OKAY);
+	}
+	CU_ASSERT_EQUAL(E->r.br.req_cons, 160);
+	env_teardown();
+}
+
+static CU_TestInfo tests[] = {
+	{ "write_read_back", test_write_read_back },
+	{ "bad_requests_answered", test_bad_requests_answered },
+	{ "notification_suppression", test_notification_suppression },
+	{ "hostile_req_prod", test_hostile_req_prod },
+	{ "backpressure", test_backpressure },
+	{ "flush_barrier_discard", test_flush_barrier_discard },
+	{ "size_and_read_only", test_size_and_read_only },
+	{ "wraparound", test_wraparound },
+	CU_TEST_INFO_NULL,
+};
+
+TEST_SUITE("ring", NULL, NULL, tests)
