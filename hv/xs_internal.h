@@ -26,8 +26,8 @@
 #include "hv/xs_server.h"
 
 /* Permission bits, as xenstored's XS_PERM_*; OWNER is computed, never stored in a node. */
-#define XS_P_NONE 0u
-#define XS_P_READ 1u
+#define XS_P_NONE  0u
+#define XS_P_READ  1u
 #define XS_P_WRITE 2u
 #define XS_P_OWNER 4u
 
@@ -51,8 +51,8 @@ struct xs_store_limits {
 	uint32_t max_value_bytes;    /**< value size of one node */
 	uint32_t max_nodes_per_dom;  /**< nodes one domain may own */
 	uint32_t max_perms_per_node; /**< entries in a SET_PERMS list (xenstored: 5) */
-	uint32_t max_txn_nodes;      /**< nodes one transaction may touch (xenstored: 1024) */
-	uint32_t max_txn_bytes;      /**< bytes one transaction may copy or add (its overlay) */
+	uint32_t max_txn_nodes;	     /**< nodes one transaction may touch (xenstored: 1024) */
+	uint32_t max_txn_bytes;	     /**< bytes one transaction may copy or add (its overlay) */
 };
 
 /**
@@ -60,11 +60,12 @@ struct xs_store_limits {
  * is reported when (and only if) the transaction commits.
  */
 struct xs_event {
-	const char *path;             /**< canonical path (or "@introduceDomain"...) */
-	int exact;                    /**< 1: only watches on exactly @path; 0: @path and parents */
-	const struct xs_perm *perms;  /**< the node's perms at the change, NULL if unknown */
+	const char *path;	     /**< canonical path (or "@introduceDomain"...) */
+	int exact;		     /**< 1: only watches on exactly @path; 0: @path and parents */
+	const struct xs_perm *perms; /**< the node's perms at the change, NULL if unknown */
 	uint32_t nperms;
-	const struct xs_perm *old_perms; /**< perms before the change (SET_PERMS, commit), or NULL */
+	const struct xs_perm
+	    *old_perms; /**< perms before the change (SET_PERMS, commit), or NULL */
 	uint32_t old_nperms;
 };
 

@@ -31,21 +31,22 @@
 #include <unistd.h>
 
 #define XS_DEF_VALUE_BYTES 2048
-#define XS_DEF_NODES 1000
-#define XS_DEF_WATCHES 128
-#define XS_DEF_TRANS 10
-#define XS_DEF_CONNS 64
-#define XS_DEF_OUT_BYTES (1u << 20)
-#define XS_PERMS_PER_NODE 5   /* xenstored's quota-nperm */
-#define XS_TXN_NODES 1024     /* xenstored's quota-transaction-nodes */
-#define XS_TXN_BYTES (256u << 10) /* a guest transaction's overlay; xenstored: 2.5 MiB per domain in all */
-#define XS_READS_PER_WAKE 16  /* input chunks handled per wakeup, for fairness */
+#define XS_DEF_NODES	   1000
+#define XS_DEF_WATCHES	   128
+#define XS_DEF_TRANS	   10
+#define XS_DEF_CONNS	   64
+#define XS_DEF_OUT_BYTES   (1u << 20)
+#define XS_PERMS_PER_NODE  5	/* xenstored's quota-nperm */
+#define XS_TXN_NODES	   1024 /* xenstored's quota-transaction-nodes */
+/* A guest transaction's overlay; xenstored bounds all of a domain's memory to 2.5 MiB. */
+#define XS_TXN_BYTES	    (256u << 10)
+#define XS_READS_PER_WAKE   16 /* input chunks handled per wakeup, for fairness */
 #define XS_ACCEPTS_PER_WAKE 16
-#define XS_LISTEN_BACKLOG 64
+#define XS_LISTEN_BACKLOG   64
 
 struct xs_watch {
 	struct xs_watch *next;
-	char *node;          /**< canonical path or "@..." */
+	char *node; /**< canonical path or "@..." */
 	char *token;
 	uint32_t prefix_len; /**< strip this from event paths: the watch was relative */
 };
@@ -67,7 +68,7 @@ struct xs_sdom {
 	domid_t domid;
 	bool introduced;
 	uint32_t nwatches; /**< over all its connections */
-	uint32_t ntxns;    /**< open transactions, over all its connections */
+	uint32_t ntxns;	   /**< open transactions, over all its connections */
 	uint32_t nconns;
 };
 
@@ -161,7 +162,7 @@ static int conn_flush(struct xs_conn *c)
 {
 	while (c->out_head) {
 		struct iovec iov[16];
-		struct msghdr mh = { .msg_iov = iov };
+		struct msghdr mh = {.msg_iov = iov};
 		struct xs_out *o = c->out_head;
 		ssize_t n;
 
@@ -200,15 +201,15 @@ static int conn_flush(struct xs_conn *c)
 static void conn_send(struct xs_conn *c, uint32_t type, uint32_t req_id, uint32_t tx_id,
 		      const void *payload, uint32_t len)
 {
-	struct xsd_sockmsg h = { .type = type, .req_id = req_id, .tx_id = tx_id, .len = len };
+	struct xsd_sockmsg h = {.type = type, .req_id = req_id, .tx_id = tx_id, .len = len};
 	size_t total = sizeof(h) + len, done = 0;
 	struct xs_out *o;
 
 	if (c->dead)
 		return;
 	if (c->fd >= 0 && !c->out_head) {
-		struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, len } };
-		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+		struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)payload, len}};
+		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
 		ssize_t n;
 
 		do {
@@ -243,8 +244,8 @@ static void conn_send(struct xs_conn *c, uint32_t type, uint32_t req_id, uint32_
 	conn_set_pollout(c, true);
 }
 
-static void send_reply(struct xs_conn *c, const struct xs_req *r, uint32_t type,
-		       const void *data, uint32_t len);
+static void send_reply(struct xs_conn *c, const struct xs_req *r, uint32_t type, const void *data,
+		       uint32_t len);
 
 static void send_error(struct xs_conn *c, const struct xs_req *r, int err)
 {
@@ -259,8 +260,8 @@ static void send_error(struct xs_conn *c, const struct xs_req *r, int err)
 	conn_send(c, XS_ERROR, r->hdr->req_id, r->hdr->tx_id, s, (uint32_t)strlen(s) + 1);
 }
 
-static void send_reply(struct xs_conn *c, const struct xs_req *r, uint32_t type,
-		       const void *data, uint32_t len)
+static void send_reply(struct xs_conn *c, const struct xs_req *r, uint32_t type, const void *data,
+		       uint32_t len)
 {
 	if (len > XENSTORE_PAYLOAD_MAX) {
 		send_error(c, r, -E2BIG);
@@ -898,35 +899,35 @@ static int do_is_domain_introduced(struct xs_conn *c, const struct xs_req *r)
 	return 0;
 }
 
-#define XS_F_PRIV 1u  /* dom0 only */
+#define XS_F_PRIV  1u /* dom0 only */
 #define XS_F_NOTID 2u /* tx_id ignored */
 
 static const struct {
 	int (*fn)(struct xs_conn *c, const struct xs_req *r);
 	unsigned int flags;
 } handlers[XS_TYPE_COUNT] = {
-	[XS_DIRECTORY] = { do_directory, 0 },
-	[XS_READ] = { do_read, 0 },
-	[XS_GET_PERMS] = { do_get_perms, 0 },
-	[XS_WATCH] = { do_watch, XS_F_NOTID },
-	[XS_UNWATCH] = { do_unwatch, XS_F_NOTID },
-	[XS_TRANSACTION_START] = { do_transaction_start, 0 },
-	[XS_TRANSACTION_END] = { do_transaction_end, 0 },
-	[XS_INTRODUCE] = { do_introduce, XS_F_PRIV },
-	[XS_RELEASE] = { do_release, XS_F_PRIV },
-	[XS_GET_DOMAIN_PATH] = { do_get_domain_path, 0 },
-	[XS_WRITE] = { do_write, 0 },
-	[XS_MKDIR] = { do_mkdir, 0 },
-	[XS_RM] = { do_rm, 0 },
-	[XS_SET_PERMS] = { do_set_perms, 0 },
-	[XS_IS_DOMAIN_INTRODUCED] = { do_is_domain_introduced, XS_F_PRIV },
-	[XS_RESET_WATCHES] = { do_reset_watches, 0 },
-	[XS_DIRECTORY_PART] = { do_directory_part, 0 },
+    [XS_DIRECTORY] = {do_directory, 0},
+    [XS_READ] = {do_read, 0},
+    [XS_GET_PERMS] = {do_get_perms, 0},
+    [XS_WATCH] = {do_watch, XS_F_NOTID},
+    [XS_UNWATCH] = {do_unwatch, XS_F_NOTID},
+    [XS_TRANSACTION_START] = {do_transaction_start, 0},
+    [XS_TRANSACTION_END] = {do_transaction_end, 0},
+    [XS_INTRODUCE] = {do_introduce, XS_F_PRIV},
+    [XS_RELEASE] = {do_release, XS_F_PRIV},
+    [XS_GET_DOMAIN_PATH] = {do_get_domain_path, 0},
+    [XS_WRITE] = {do_write, 0},
+    [XS_MKDIR] = {do_mkdir, 0},
+    [XS_RM] = {do_rm, 0},
+    [XS_SET_PERMS] = {do_set_perms, 0},
+    [XS_IS_DOMAIN_INTRODUCED] = {do_is_domain_introduced, XS_F_PRIV},
+    [XS_RESET_WATCHES] = {do_reset_watches, 0},
+    [XS_DIRECTORY_PART] = {do_directory_part, 0},
 };
 
 static void process_message(struct xs_conn *c)
 {
-	struct xs_req r = { .hdr = &c->hdr, .buf = c->in, .len = c->hdr.len };
+	struct xs_req r = {.hdr = &c->hdr, .buf = c->in, .len = c->hdr.len};
 	uint32_t type = c->hdr.type;
 	int rc;
 
@@ -1044,8 +1045,8 @@ static void listener_cb(void *arg, uint32_t events)
 		}
 		d = dom_get(xs, l->domid);
 		if (!d || (l->domid != 0 && d->nconns >= xs->lim.max_conns_per_dom)) {
-			LOG_RATELIMITED(&xs->rl, LOG_LVL_WARN,
-					"d%u: refusing connection: %s", (unsigned)l->domid,
+			LOG_RATELIMITED(&xs->rl, LOG_LVL_WARN, "d%u: refusing connection: %s",
+					(unsigned)l->domid,
 					d ? "too many connections" : "out of memory");
 			close(fd);
 			continue;
@@ -1090,11 +1091,11 @@ int xs_server_new(struct xs_server **out, struct hv_loop *loop, const struct xs_
 	if (hooks)
 		xs->hooks = *hooks;
 	sl = (struct xs_store_limits){
-		.max_value_bytes = xs->lim.max_value_bytes,
-		.max_nodes_per_dom = xs->lim.max_nodes_per_dom,
-		.max_perms_per_node = XS_PERMS_PER_NODE,
-		.max_txn_nodes = XS_TXN_NODES,
-		.max_txn_bytes = XS_TXN_BYTES,
+	    .max_value_bytes = xs->lim.max_value_bytes,
+	    .max_nodes_per_dom = xs->lim.max_nodes_per_dom,
+	    .max_perms_per_node = XS_PERMS_PER_NODE,
+	    .max_txn_nodes = XS_TXN_NODES,
+	    .max_txn_bytes = XS_TXN_BYTES,
 	};
 	rc = xs_store_new(&xs->store, &sl, server_event, xs);
 	if (rc) {
@@ -1146,7 +1147,7 @@ void xs_server_free(struct xs_server *xs)
 
 int xs_server_listen(struct xs_server *xs, const char *path, domid_t domid)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct xs_listener *l;
 	int rc;
 

@@ -26,14 +26,13 @@ struct xs_server;
  * what xenstored sends (xs_wire.h has no EQUOTA).
  */
 struct xs_limits {
-	uint32_t max_value_bytes;   /**< value size per node (default 2048, xenstored's quota-maxsize) */
-	uint32_t max_nodes_per_dom; /**< nodes a guest may own (default 1000, quota-nent) */
+	uint32_t max_value_bytes;     /**< value size (default 2048, xenstored's node-size) */
+	uint32_t max_nodes_per_dom;   /**< nodes a guest may own (default 1000, quota-nent) */
 	uint32_t max_watches_per_dom; /**< watches per guest (default 128, quota-nwatch) */
-	uint32_t max_trans_per_dom; /**< open transactions per guest, over all its connections
-				      *   (default 10, xenstored's quota "transactions") */
-	uint32_t max_conns_per_dom; /**< connections per guest (default 64); more are closed at once */
-	uint32_t max_conn_out_bytes; /**< queued output per connection (default 1 MiB); a client
-				       *   that lets more pile up (never reads) is disconnected */
+	uint32_t max_trans_per_dom;   /**< open transactions per guest, all connections (10) */
+	uint32_t max_conns_per_dom;   /**< connections per guest (64); more are closed at once */
+	uint32_t max_conn_out_bytes;  /**< output queued per connection (1 MiB); a client that
+				       *   lets more pile up (never reads) is disconnected */
 };
 
 /** Hooks into the rest of hvsimd. */

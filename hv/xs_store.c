@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define XS_NR_DOMIDS 65536
+#define XS_NR_DOMIDS   65536
 #define HT_MIN_BUCKETS 256
 
 /* Intrusive chained hash table keyed by string. */
@@ -54,14 +54,14 @@ struct xs_node {
 
 /* A path a transaction has touched. */
 struct xs_acc {
-	struct ht_ent h;           /**< h.key is the path, owned */
-	struct xs_node *node;      /**< the transaction's copy, NULL if absent in its view */
-	uint64_t gen;              /**< generation in the database at first touch */
+	struct ht_ent h;	   /**< h.key is the path, owned */
+	struct xs_node *node;	   /**< the transaction's copy, NULL if absent in its view */
+	uint64_t gen;		   /**< generation in the database at first touch */
 	struct xs_perm *old_perms; /**< database perms at first touch (for watch visibility) */
 	uint32_t old_nperms;
 	bool modified;
-	bool fire;  /**< a watch event is due at commit */
-	bool exact; /**< ...for exactly this path only */
+	bool fire;	     /**< a watch event is due at commit */
+	bool exact;	     /**< ...for exactly this path only */
 	struct xs_acc *next; /**< touch order */
 };
 
@@ -72,8 +72,8 @@ struct xs_txn {
 	struct xs_acc *head, **tail;
 	uint32_t nacc;
 	int64_t own_delta; /**< change of the nodes @domid owns, for the quota check */
-	uint64_t bytes;    /**< memory the overlay holds, roughly, for max_txn_bytes */
-	bool fail;         /**< a quota was hit inside: the commit must fail */
+	uint64_t bytes;	   /**< memory the overlay holds, roughly, for max_txn_bytes */
+	bool fail;	   /**< a quota was hit inside: the commit must fail */
 };
 
 struct xs_store {
@@ -202,8 +202,8 @@ static struct xs_node *node_new(const char *path, const void *data, uint32_t dat
 
 static struct xs_node *node_dup(const struct xs_node *o)
 {
-	struct xs_node *n = node_new(o->h.key, o->data, o->datalen, o->children, o->childlen,
-				     o->perms, o->nperms);
+	struct xs_node *n =
+	    node_new(o->h.key, o->data, o->datalen, o->children, o->childlen, o->perms, o->nperms);
 
 	if (n)
 		n->gen = o->gen;
@@ -349,7 +349,8 @@ int xs_perm_format(const struct xs_perm *p, char *buf)
 	return snprintf(buf, XS_PERM_STR_MAX, "%c%u", letters[p->perms & 3], (unsigned)p->id);
 }
 
-static const char path_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-/_@";
+static const char path_chars[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-/_@";
 
 /* Length of "/local/domain/<id>/" at the start of @p, or 0. */
 static size_t local_prefix_len(const char *p)
@@ -527,8 +528,12 @@ static void view_event(struct xs_store *st, struct xs_txn *t, const char *path, 
 		       const struct xs_perm *old_perms, uint32_t old_nperms)
 {
 	struct xs_event ev = {
-		.path = path, .exact = exact, .perms = perms, .nperms = nperms,
-		.old_perms = old_perms, .old_nperms = old_nperms,
+	    .path = path,
+	    .exact = exact,
+	    .perms = perms,
+	    .nperms = nperms,
+	    .old_perms = old_perms,
+	    .old_nperms = old_nperms,
 	};
 
 	if (t) {
@@ -945,7 +950,7 @@ int xs_store_txn_end(struct xs_txn *t, int commit)
 	txn_apply(st, t);
 	for (struct xs_acc *a = t->head; a; a = a->next) {
 		const struct xs_node *cur;
-		struct xs_event ev = { .path = a->h.key, .exact = a->exact };
+		struct xs_event ev = {.path = a->h.key, .exact = a->exact};
 
 		if (!a->fire || !st->fn)
 			continue;
@@ -968,7 +973,7 @@ out:
 int xs_store_fire(struct xs_store *st, const char *path)
 {
 	const struct xs_node *n = db_find(st, path);
-	struct xs_event ev = { .path = path };
+	struct xs_event ev = {.path = path};
 
 	if (!n)
 		return -ENOENT;
@@ -1048,9 +1053,9 @@ uint32_t xs_store_nr_nodes(const struct xs_store *st)
 
 static int add_initial(struct xs_store *st, const char *path, const char *child)
 {
-	static const struct xs_perm dom0_only = { .id = 0, .perms = XS_P_NONE };
-	struct xs_node *n = node_new(path, NULL, 0, child, child ? (uint32_t)strlen(child) + 1 : 0,
-				     &dom0_only, 1);
+	static const struct xs_perm dom0_only = {.id = 0, .perms = XS_P_NONE};
+	struct xs_node *n =
+	    node_new(path, NULL, 0, child, child ? (uint32_t)strlen(child) + 1 : 0, &dom0_only, 1);
 
 	if (!n)
 		return -ENOMEM;

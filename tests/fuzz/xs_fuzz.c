@@ -60,7 +60,7 @@ static void home(struct xs_server *xs, unsigned int id)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const domid_t doms[4] = { 0, 1, 2, 1 };
+	static const domid_t doms[4] = {0, 1, 2, 1};
 	struct hv_loop *loop;
 	struct xs_server *xs;
 	struct xs_conn *c, *watcher;
@@ -76,8 +76,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (xs_server_conn_mem(xs, 0, &watcher) || xs_server_conn_mem(xs, doms[data[0] & 3], &c))
 		abort();
 	{
-		static const char w[] = "\x04\0\0\0" "\0\0\0\0" "\0\0\0\0" "\x04\0\0\0" "/\0w\0";
-		static const char w2[] = "\x04\0\0\0" "\0\0\0\0" "\0\0\0\0" "\x11\0\0\0"
+		static const char w[] = "\x04\0\0\0"
+					"\0\0\0\0"
+					"\0\0\0\0"
+					"\x04\0\0\0"
+					"/\0w\0";
+		static const char w2[] = "\x04\0\0\0"
+					 "\0\0\0\0"
+					 "\0\0\0\0"
+					 "\x11\0\0\0"
 					 "@releaseDomain\0r\0";
 
 		if (xs_server_conn_feed(watcher, w, sizeof(w) - 1) ||

@@ -11,7 +11,7 @@
 static void frame(FILE *f, uint32_t type, uint32_t tx_id, const char *p, uint32_t len)
 {
 	static uint32_t req;
-	struct xsd_sockmsg h = { .type = type, .req_id = ++req, .tx_id = tx_id, .len = len };
+	struct xsd_sockmsg h = {.type = type, .req_id = ++req, .tx_id = tx_id, .len = len};
 
 	fwrite(&h, sizeof(h), 1, f);
 	fwrite(p, 1, len, f);
@@ -44,7 +44,9 @@ int main(int argc, char **argv)
 		F(f, XS_READ, 0, "/a/b");
 		F(f, XS_MKDIR, 0, "/a/c");
 		F(f, XS_DIRECTORY, 0, "/a");
-		F(f, XS_DIRECTORY_PART, 0, "/a\0" "0");
+		F(f, XS_DIRECTORY_PART, 0,
+		  "/a\0"
+		  "0");
 		F(f, XS_GET_PERMS, 0, "/a/b");
 		F(f, XS_SET_PERMS, 0, "/a/b\0n1\0r2");
 		F(f, XS_RM, 0, "/a");
@@ -52,7 +54,9 @@ int main(int argc, char **argv)
 	}
 	if ((f = open_seed(argv[1], "dom0-txn", 0))) {
 		F(f, XS_TRANSACTION_START, 0, "");
-		F(f, XS_WRITE, 1, "/t/x\0" "1");
+		F(f, XS_WRITE, 1,
+		  "/t/x\0"
+		  "1");
 		F(f, XS_READ, 1, "/t/x");
 		F(f, XS_RM, 1, "/t");
 		F(f, XS_TRANSACTION_END, 1, "T");
@@ -62,9 +66,14 @@ int main(int argc, char **argv)
 	}
 	if ((f = open_seed(argv[1], "dom0-watch", 0))) {
 		F(f, XS_WATCH, 0, "/w\0tok");
-		F(f, XS_WRITE, 0, "/w/x\0" "1");
+		F(f, XS_WRITE, 0,
+		  "/w/x\0"
+		  "1");
 		F(f, XS_WATCH, 0, "@introduceDomain\0in");
-		F(f, XS_INTRODUCE, 0, "5\0" "0\0" "1");
+		F(f, XS_INTRODUCE, 0,
+		  "5\0"
+		  "0\0"
+		  "1");
 		F(f, XS_IS_DOMAIN_INTRODUCED, 0, "5");
 		F(f, XS_RELEASE, 0, "5");
 		F(f, XS_GET_DOMAIN_PATH, 0, "5");

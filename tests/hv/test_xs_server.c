@@ -113,7 +113,7 @@ static void srv_home(struct srv *s, domid_t id)
 static struct srv *srv_start(const struct xs_limits *lim)
 {
 	static int seq;
-	struct xs_server_hooks hooks = { .domain_exists = dom_exists };
+	struct xs_server_hooks hooks = {.domain_exists = dom_exists};
 	struct srv *s = calloc(1, sizeof(*s));
 
 	CU_ASSERT_PTR_NOT_NULL_FATAL(s);
@@ -192,7 +192,7 @@ static bool xwrite(struct xs_handle *h, xs_transaction_t t, const char *path, co
 /* Next watch event within WAIT_MS; *path and *token malloc'd copies. 0 or -ETIMEDOUT. */
 static int next_event(struct xs_handle *h, char *path, size_t plen, char *token, size_t tlen)
 {
-	struct pollfd pfd = { .fd = xs_fileno(h), .events = POLLIN };
+	struct pollfd pfd = {.fd = xs_fileno(h), .events = POLLIN};
 	unsigned int num;
 	char **vec;
 
@@ -211,7 +211,7 @@ static int next_event(struct xs_handle *h, char *path, size_t plen, char *token,
 /* Is an event pending right now? (Used after a synchronous round trip has flushed events.) */
 static int event_pending(struct xs_handle *h)
 {
-	struct pollfd pfd = { .fd = xs_fileno(h), .events = POLLIN };
+	struct pollfd pfd = {.fd = xs_fileno(h), .events = POLLIN};
 
 	return poll(&pfd, 1, 0) == 1;
 }
@@ -361,7 +361,7 @@ static void test_libxs_watch(void)
 	CU_ASSERT(xwrite(h, XBT_NULL, "/w/a", ""));
 	CU_ASSERT_EQUAL(next_event(w, path, sizeof(path), NULL, 0), 0);
 	{
-		struct xs_permissions p = { .id = 0, .perms = XS_PERM_READ };
+		struct xs_permissions p = {.id = 0, .perms = XS_PERM_READ};
 
 		CU_ASSERT(xs_set_permissions(h, XBT_NULL, "/w/a", &p, 1));
 		CU_ASSERT_EQUAL(next_event(w, path, sizeof(path), NULL, 0), 0);
@@ -525,11 +525,11 @@ static void test_domains(void)
 static void test_quotas(void)
 {
 	struct xs_limits lim = {
-		.max_value_bytes = 100,
-		.max_nodes_per_dom = 10,
-		.max_watches_per_dom = 3,
-		.max_trans_per_dom = 2,
-		.max_conns_per_dom = 2,
+	    .max_value_bytes = 100,
+	    .max_nodes_per_dom = 10,
+	    .max_watches_per_dom = 3,
+	    .max_trans_per_dom = 2,
+	    .max_conns_per_dom = 2,
 	};
 	struct srv *s = srv_start(&lim);
 	struct xs_handle *h0 = xopen(s->sock0), *g1 = xopen(s->sock1), *g1b = xopen(s->sock1);
@@ -594,7 +594,7 @@ static void test_quotas(void)
 static int run_tool(const char *sock, char *out, size_t outlen, const char *const argv[])
 {
 	char env_sock[700];
-	char *envp[] = { env_sock, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+	char *envp[] = {env_sock, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
 	posix_spawn_file_actions_t fa;
 	size_t used = 0;
 	int pfd[2], status = 0;
@@ -615,7 +615,7 @@ static int run_tool(const char *sock, char *out, size_t outlen, const char *cons
 	posix_spawn_file_actions_destroy(&fa);
 	close(pfd[1]);
 	for (;;) {
-		struct pollfd p = { .fd = pfd[0], .events = POLLIN };
+		struct pollfd p = {.fd = pfd[0], .events = POLLIN};
 		ssize_t n;
 
 		if (poll(&p, 1, WAIT_MS) != 1) {
@@ -635,7 +635,8 @@ static int run_tool(const char *sock, char *out, size_t outlen, const char *cons
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-#define TOOL(sock, out, ...) run_tool((sock), (out), sizeof(out), (const char *const[]){ __VA_ARGS__, NULL })
+#define TOOL(sock, out, ...)                                                                       \
+	run_tool((sock), (out), sizeof(out), (const char *const[]){__VA_ARGS__, NULL})
 
 /* Read one line from @fd within WAIT_MS. */
 static int read_line(int fd, char *buf, size_t len)
@@ -643,7 +644,7 @@ static int read_line(int fd, char *buf, size_t len)
 	size_t used = 0;
 
 	while (used + 1 < len) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct pollfd p = {.fd = fd, .events = POLLIN};
 
 		if (poll(&p, 1, WAIT_MS) != 1 || read(fd, buf + used, 1) != 1)
 			return -1;
@@ -659,8 +660,8 @@ static void test_cli_tools(void)
 {
 	struct srv *s = srv_start(NULL);
 	char out[4096], env_sock[700];
-	char *envp[] = { env_sock, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
-	const char *wargv[] = { "xenstore-watch", "-n", "2", "/cli", NULL };
+	char *envp[] = {env_sock, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+	const char *wargv[] = {"xenstore-watch", "-n", "2", "/cli", NULL};
 	posix_spawn_file_actions_t fa;
 	int pfd[2], status;
 	pid_t pid;
@@ -694,7 +695,8 @@ static void test_cli_tools(void)
 	CU_ASSERT_EQUAL_FATAL(pipe2(pfd, O_CLOEXEC), 0);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-	CU_ASSERT_EQUAL_FATAL(posix_spawnp(&pid, wargv[0], &fa, NULL, (char *const *)wargv, envp), 0);
+	CU_ASSERT_EQUAL_FATAL(posix_spawnp(&pid, wargv[0], &fa, NULL, (char *const *)wargv, envp),
+			      0);
 	posix_spawn_file_actions_destroy(&fa);
 	close(pfd[1]);
 	CU_ASSERT_EQUAL(read_line(pfd[0], out, sizeof(out)), 0);
@@ -712,7 +714,7 @@ static void test_cli_tools(void)
 
 static int raw_connect(const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
@@ -728,7 +730,7 @@ static int raw_send(int fd, uint32_t type, uint32_t req_id, uint32_t tx_id, cons
 		    uint32_t len)
 {
 	char buf[sizeof(struct xsd_sockmsg) + XENSTORE_PAYLOAD_MAX + 64];
-	struct xsd_sockmsg h = { .type = type, .req_id = req_id, .tx_id = tx_id, .len = len };
+	struct xsd_sockmsg h = {.type = type, .req_id = req_id, .tx_id = tx_id, .len = len};
 
 	memcpy(buf, &h, sizeof(h));
 	memcpy(buf + sizeof(h), p, len);
@@ -740,7 +742,7 @@ static int read_full(int fd, void *buf, size_t len)
 	size_t used = 0;
 
 	while (used < len) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct pollfd p = {.fd = fd, .events = POLLIN};
 		ssize_t n;
 
 		if (poll(&p, 1, WAIT_MS) != 1)
@@ -773,7 +775,7 @@ static int raw_closed(int fd)
 	char buf[4096];
 
 	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct pollfd p = {.fd = fd, .events = POLLIN};
 		ssize_t n;
 
 		if (poll(&p, 1, WAIT_MS) != 1)
@@ -838,7 +840,7 @@ static void test_wire_framing(void)
 	CU_ASSERT(h.type == XS_ERROR && !strcmp(buf, "EINVAL"));
 	/* Two frames in one write come back as two replies, in order. */
 	{
-		struct xsd_sockmsg a = { XS_READ, 21, 0, 5 }, b = { XS_DIRECTORY, 22, 0, 3 };
+		struct xsd_sockmsg a = {XS_READ, 21, 0, 5}, b = {XS_DIRECTORY, 22, 0, 3};
 
 		memcpy(frames, &a, sizeof(a));
 		memcpy(frames + sizeof(a), "/r/a", 5);
@@ -862,7 +864,11 @@ static void test_wire_framing(void)
 	CU_ASSERT_EQUAL(raw_send(fd, XS_DIRECTORY, 23, 0, "/big", 5), 0);
 	CU_ASSERT_EQUAL(raw_recv(fd, &h, buf), 0);
 	CU_ASSERT(h.type == XS_ERROR && h.req_id == 23 && !strcmp(buf, "E2BIG"));
-	CU_ASSERT_EQUAL(raw_send(fd, XS_DIRECTORY_PART, 24, 0, "/big\0" "0", 7), 0);
+	CU_ASSERT_EQUAL(raw_send(fd, XS_DIRECTORY_PART, 24, 0,
+				 "/big\0"
+				 "0",
+				 7),
+			0);
 	CU_ASSERT_EQUAL(raw_recv(fd, &h, buf), 0);
 	CU_ASSERT(h.type == XS_DIRECTORY_PART && h.req_id == 24 && h.len <= XENSTORE_PAYLOAD_MAX);
 	close(fd);
@@ -884,7 +890,7 @@ static void test_wire_malformed(void)
 	/* Header announcing more than XENSTORE_PAYLOAD_MAX: that connection is closed. */
 	fd = raw_connect(s->sock0);
 	CU_ASSERT_FATAL(fd >= 0);
-	h = (struct xsd_sockmsg){ .type = XS_READ, .req_id = 1, .len = XENSTORE_PAYLOAD_MAX + 1 };
+	h = (struct xsd_sockmsg){.type = XS_READ, .req_id = 1, .len = XENSTORE_PAYLOAD_MAX + 1};
 	CU_ASSERT_EQUAL(send(fd, &h, sizeof(h), MSG_NOSIGNAL), (ssize_t)sizeof(h));
 	CU_ASSERT(raw_closed(fd));
 	close(fd);
@@ -892,7 +898,7 @@ static void test_wire_malformed(void)
 
 	/* Truncated frames, then hang up: no reply owed, nothing else disturbed. */
 	fd = raw_connect(s->sock0);
-	h = (struct xsd_sockmsg){ .type = XS_WRITE, .req_id = 2, .len = 100 };
+	h = (struct xsd_sockmsg){.type = XS_WRITE, .req_id = 2, .len = 100};
 	CU_ASSERT_EQUAL(send(fd, &h, sizeof(h), MSG_NOSIGNAL), (ssize_t)sizeof(h));
 	CU_ASSERT_EQUAL(send(fd, "/trunc\0abc", 10, MSG_NOSIGNAL), 10);
 	close(fd);
@@ -913,8 +919,9 @@ static void test_wire_malformed(void)
 		for (uint32_t j = 0; j < len; j++) {
 			rnd = rnd * 1103515245u + 12345u;
 			/* Mostly printable, some NULs and slashes, to reach the handlers. */
-			buf[j] = (rnd >> 16) % 8 == 0 ? '\0' : (rnd >> 16) % 8 == 1 ? '/' :
-				 (char)('a' + (rnd >> 20) % 26);
+			buf[j] = (rnd >> 16) % 8 == 0	? '\0'
+				 : (rnd >> 16) % 8 == 1 ? '/'
+							: (char)('a' + (rnd >> 20) % 26);
 		}
 		/* Keep clear of the privileged domain-lifecycle requests and RESET_WATCHES. */
 		if (type == XS_INTRODUCE || type == XS_RELEASE || type == XS_TRANSACTION_START)
@@ -952,7 +959,7 @@ static void test_wire_malformed(void)
 
 static void test_slow_reader(void)
 {
-	struct xs_limits lim = { .max_conn_out_bytes = 64 * 1024 };
+	struct xs_limits lim = {.max_conn_out_bytes = 64 * 1024};
 	struct srv *s = srv_start(&lim);
 	struct xs_handle *good = xopen(s->sock0);
 	char val[3000];
@@ -967,7 +974,7 @@ static void test_slow_reader(void)
 	 * hangs up, so our sends start failing. Bounded: 20000 replies are 60 MB.
 	 */
 	for (int i = 0; i < 20000 && !closed; i++) {
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
 
 		if (poll(&p, 1, WAIT_MS) != 1)
 			break;
@@ -997,17 +1004,17 @@ static int suite_init(void)
 }
 
 static CU_TestInfo tests[] = {
-	{ "libxs_basic", test_libxs_basic },
-	{ "libxs_txn", test_libxs_txn },
-	{ "libxs_watch", test_libxs_watch },
-	{ "guest_perms", test_guest_perms },
-	{ "domains", test_domains },
-	{ "quotas", test_quotas },
-	{ "cli_tools", test_cli_tools },
-	{ "wire_framing", test_wire_framing },
-	{ "wire_malformed", test_wire_malformed },
-	{ "slow_reader", test_slow_reader },
-	CU_TEST_INFO_NULL,
+    {"libxs_basic", test_libxs_basic},
+    {"libxs_txn", test_libxs_txn},
+    {"libxs_watch", test_libxs_watch},
+    {"guest_perms", test_guest_perms},
+    {"domains", test_domains},
+    {"quotas", test_quotas},
+    {"cli_tools", test_cli_tools},
+    {"wire_framing", test_wire_framing},
+    {"wire_malformed", test_wire_malformed},
+    {"slow_reader", test_slow_reader},
+    CU_TEST_INFO_NULL,
 };
 
 TEST_SUITE("xs_server", suite_init, NULL, tests)

@@ -47,10 +47,10 @@ static int ev_find(const char *path)
 static struct xs_store *mk(uint32_t max_value, uint32_t max_nodes)
 {
 	struct xs_store_limits lim = {
-		.max_value_bytes = max_value,
-		.max_nodes_per_dom = max_nodes,
-		.max_perms_per_node = 5,
-		.max_txn_nodes = 1024,
+	    .max_value_bytes = max_value,
+	    .max_nodes_per_dom = max_nodes,
+	    .max_perms_per_node = 5,
+	    .max_txn_nodes = 1024,
 	};
 	struct xs_store *st = NULL;
 
@@ -64,7 +64,7 @@ static struct xs_store *mk(uint32_t max_value, uint32_t max_nodes)
 static void mk_home(struct xs_store *st, domid_t id)
 {
 	char p[64];
-	struct xs_perm perm = { .id = id, .perms = XS_P_NONE };
+	struct xs_perm perm = {.id = id, .perms = XS_P_NONE};
 
 	snprintf(p, sizeof(p), "/local/domain/%u", (unsigned)id);
 	CU_ASSERT_EQUAL_FATAL(xs_store_mkdir(st, 0, NULL, p), 0);
@@ -249,8 +249,8 @@ static void test_guest_perms(void)
 	CU_ASSERT_EQUAL(rd(st, 0, NULL, "/local/domain/1/data/x", v), 0);
 
 	/* Owner grants read to domain 2. */
-	np[0] = (struct xs_perm){ .id = 1, .perms = XS_P_NONE };
-	np[1] = (struct xs_perm){ .id = 2, .perms = XS_P_READ };
+	np[0] = (struct xs_perm){.id = 1, .perms = XS_P_NONE};
+	np[1] = (struct xs_perm){.id = 2, .perms = XS_P_READ};
 	CU_ASSERT_EQUAL(xs_store_set_perms(st, 1, NULL, "/local/domain/1/data/x", np, 2), 0);
 	CU_ASSERT_EQUAL(rd(st, 2, NULL, "/local/domain/1/data/x", v), 0);
 	CU_ASSERT_STRING_EQUAL(v, "1");
@@ -286,7 +286,7 @@ static void test_quotas(void)
 {
 	struct xs_store *st = mk(16, 5);
 	char big[64];
-	struct xs_perm np[6] = { { 1, 0 }, { 2, 1 }, { 3, 1 }, { 4, 1 }, { 5, 1 }, { 6, 1 } };
+	struct xs_perm np[6] = {{1, 0}, {2, 1}, {3, 1}, {4, 1}, {5, 1}, {6, 1}};
 
 	mk_home(st, 1);
 	memset(big, 'v', sizeof(big));
@@ -430,7 +430,7 @@ static void test_txn_quota(void)
 
 static void test_txn_bytes(void)
 {
-	struct xs_store_limits lim = { .max_txn_bytes = 8192 };
+	struct xs_store_limits lim = {.max_txn_bytes = 8192};
 	struct xs_store *st;
 	struct xs_txn *t;
 	char big[3000];
@@ -461,7 +461,7 @@ static void test_txn_bytes(void)
 static void test_events(void)
 {
 	struct xs_store *st = mk(0, 0);
-	struct xs_perm np[2] = { { 0, XS_P_NONE }, { 1, XS_P_READ } };
+	struct xs_perm np[2] = {{0, XS_P_NONE}, {1, XS_P_READ}};
 	int i;
 
 	CU_ASSERT_EQUAL(wr(st, 0, NULL, "/e/a/x", "1"), 0);
@@ -503,17 +503,17 @@ static void test_events(void)
 }
 
 static CU_TestInfo tests[] = {
-	{ "canonicalize", test_canonicalize },
-	{ "perms_strings", test_perms_strings },
-	{ "basic_tree", test_basic_tree },
-	{ "guest_perms", test_guest_perms },
-	{ "quotas", test_quotas },
-	{ "txn_isolation", test_txn_isolation },
-	{ "txn_conflict", test_txn_conflict },
-	{ "txn_quota", test_txn_quota },
-	{ "txn_bytes", test_txn_bytes },
-	{ "events", test_events },
-	CU_TEST_INFO_NULL,
+    {"canonicalize", test_canonicalize},
+    {"perms_strings", test_perms_strings},
+    {"basic_tree", test_basic_tree},
+    {"guest_perms", test_guest_perms},
+    {"quotas", test_quotas},
+    {"txn_isolation", test_txn_isolation},
+    {"txn_conflict", test_txn_conflict},
+    {"txn_quota", test_txn_quota},
+    {"txn_bytes", test_txn_bytes},
+    {"events", test_events},
+    CU_TEST_INFO_NULL,
 };
 
 TEST_SUITE("xs_store", NULL, NULL, tests)
