@@ -282,7 +282,8 @@ int rq_process(struct wtx *w, unsigned budget, unsigned *done)
 			goto out_free;
 		sc.n += nh;
 	}
-	qsort(sc.hashes, sc.n, HASH_BYTES, hash_cmp);
+	if (sc.n > 1)
+		qsort(sc.hashes, sc.n, HASH_BYTES, hash_cmp);
 	for (size_t i = 0; i < sc.n; i++) {
 		rc = content_decref(w, sc.hashes + i * HASH_BYTES);
 		if (rc)

@@ -196,7 +196,8 @@ static int writeback_nodes(struct wtx *w)
 
 	/* In id order: new ids are above every stored one, so they go in with MDB_APPEND and
 	 * fill the node index's pages completely. */
-	qsort(w->list, w->nlist, sizeof(*w->list), ncent_cmp);
+	if (w->nlist > 1)
+		qsort(w->list, w->nlist, sizeof(*w->list), ncent_cmp);
 	for (uint32_t i = 0; i < w->nlist; i++) {
 		struct ncent *e = w->list[i];
 		MDB_val k = { sizeof(e->id), &e->id };
