@@ -1157,32 +1157,40 @@ int blkfront_process(struct blkfront *bf)
 	if (bf->failed)
 		return bf->failed;
 	ret = bf_drain_watches(bf);
-	if (ret < 0)
-		return ret;
-	if (ret > 0) {
+	if (ret > 0)
 		ret = bf_backend_changed(bf);
-		if (ret == -ENODEV)
-			return ret;
-	}
+	if (ret < 0)
+		goto fatal;
 	ret = bf_drain_evtchn(bf);
 	if (ret < 0)
-		return ret;
+		goto fatal;
 	if (bf->rings_up) {
 		for (unsigned int i = 0; i < bf->nr_rings; i++)
 			done += bf_reap_ring(bf, &bf->rings[i]);
 		if (bf->failed) {
-			int err = bf->failed;
-
+			ret = bf->failed;
 			bf->failed = 0;
-			bf_fail_all(bf, err);
-			return err;
+			goto fatal;
 		}
 		bf_dispatch(bf);
 		ret = blkfront_kick(bf);
 		if (ret)
-			return ret;
+			goto fatal;
 	}
 	return done;
+
+fatal:
+	/*
+	 * A lost xenstore or event-channel connection, a handshake that cannot complete, or a
+	 * backend that broke the ring: nothing outstanding can finish any more. Complete it all
+	 * with the error, so the caller is never left waiting for callbacks that will not come.
+	 */
+	if (!bf->failed) {
+		if (ret != -ENODEV)
+			log_err("d%u/%s: device failed: %s", bf->domid, bf->name, strerror(-ret));
+		bf_fail_all(bf, ret);
+	}
+	return bf->failed;
 }
 
 int blkfront_wait(struct blkfront *bf, int timeout_ms)

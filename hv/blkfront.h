@@ -190,8 +190,11 @@ int blkfront_kick(struct blkfront *bf);
  * Do all pending work without blocking: xenstore changes (resize, backend leaving or coming
  * back), responses on every ring (with the final check of ring.h, so no notification is lost),
  * then issue requests held for a free slot, and kick. Completion callbacks run from here.
- * Returns the number of requests completed, or a negative errno when the device failed (it is
- * then unusable, e.g. -ENODEV once detached).
+ * Returns the number of requests completed, or a negative errno when the device failed: then
+ * every outstanding request has completed (callbacks ran, with that errno or -ENODEV) and the
+ * device stays unusable (every later call returns the same errno; close it). Failures: -ENODEV
+ * detached; -EIO the backend broke the ring protocol; a handshake step that failed on
+ * reconnect; an error of xenstore or the event channel (the hypervisor went away).
  */
 int blkfront_process(struct blkfront *bf);
 

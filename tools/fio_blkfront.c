@@ -69,7 +69,7 @@ struct bfe_dev {
 	struct bfe_dev *next;
 	struct bfe_ctx *ctx;
 	char vdev[32];
-	struct blkfront *bf;
+	struct blkfront *bf;      /* NULL once closed because a job left requests behind */
 	unsigned int refs;
 	struct thread_data *user; /* the job between its open_file and close_file */
 };
@@ -83,9 +83,12 @@ struct bfe_td {
 	struct bfe_dev **devs;  /* devices this job has open, polled in getevents */
 	struct pollfd *pfds;
 	unsigned int nr_devs, max_devs;
+	struct bfe_dev **owned; /* devices this job holds a reference on */
+	unsigned int nr_owned;
 	uint32_t mem_frame, mem_frames;
 	bool have_mem;
 	bool noflush_noted;
+	bool dying;             /* cleanup started: fio has freed the io_us */
 };
 
 /* Guards the registries and every call that allocates from a shared guest context. */
@@ -168,17 +171,37 @@ static void bfe_ctx_put(struct bfe_ctx *c)
 static void bfe_done(void *arg, uint64_t id, int status);
 static void bfe_resized(void *arg, uint64_t old_sectors, uint64_t new_sectors);
 
-/* Must hold bfe_lock. */
-static int bfe_dev_get(struct thread_data *td, struct bfe_ctx *c, const char *vdev,
+/* Must hold bfe_lock. Remember that the job holds a reference on @d. */
+static int bfe_own(struct bfe_td *t, struct bfe_dev *d)
+{
+	struct bfe_dev **n = realloc(t->owned, (t->nr_owned + 1) * sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	t->owned = n;
+	t->owned[t->nr_owned++] = d;
+	return 0;
+}
+
+/* Must hold bfe_lock. Find or connect @vdev; the job then holds a reference on it. */
+static int bfe_dev_get(struct thread_data *td, struct bfe_td *t, const char *vdev,
 		       struct bfe_dev **out)
 {
 	struct bfe_options *o = bfe_opts(td);
 	struct blkfront_opts bo = { 0 };
+	struct bfe_ctx *c = t->ctx;
 	struct bfe_dev *d;
 	int err;
 
 	for (d = bfe_devs; d; d = d->next) {
 		if (d->ctx == c && !strcmp(d->vdev, vdev)) {
+			if (!d->bf) {
+				log_err("fio-blkfront: %s was closed after an earlier job failed\n",
+					vdev);
+				return -ENODEV;
+			}
+			if (bfe_own(t, d))
+				return -ENOMEM;
 			d->refs++;
 			*out = d;
 			return 0;
@@ -197,10 +220,15 @@ static int bfe_dev_get(struct thread_data *td, struct bfe_ctx *c, const char *vd
 	bo.done = bfe_done;
 	bo.resized = bfe_resized;
 	bo.arg = d;
+	if (bfe_own(t, d)) {
+		free(d);
+		return -ENOMEM;
+	}
 	err = blkfront_open(&d->bf, c->hv, vdev, &bo);
 	if (err) {
 		log_err("fio-blkfront: %s of domain %s: %s\n", vdev, c->domain,
 			err == -ENOENT ? "no such virtual device (not attached?)" : strerror(-err));
+		t->nr_owned--;
 		free(d);
 		return err;
 	}
@@ -230,7 +258,8 @@ static void __attribute__((destructor)) bfe_unload(void)
 		struct bfe_dev *d = bfe_devs;
 
 		bfe_devs = d->next;
-		blkfront_close(d->bf);
+		if (d->bf)
+			blkfront_close(d->bf);
 		bfe_ctx_put(d->ctx);
 		free(d);
 	}
@@ -286,14 +315,17 @@ static void bfe_done(void *arg, uint64_t id, int status)
 	struct io_u *io_u = (struct io_u *)(uintptr_t)id;
 	struct bfe_td *t = d->user ? d->user->io_ops_data : NULL;
 
-	io_u->error = status < 0 ? -status : 0;
-	if (!status)
-		io_u->resid = 0;
-	if (!t || t->done_nr == t->done_cap) {
+	/* A job being torn down: fio already freed its io_us, there is nobody to tell. */
+	if (!t || t->dying)
+		return;
+	if (t->done_nr == t->done_cap) {
 		/* Cannot happen: fio never has more than iodepth I/Os queued. */
 		log_err("fio-blkfront: %s: completion with nowhere to go\n", d->vdev);
 		return;
 	}
+	io_u->error = status < 0 ? -status : 0;
+	if (!status)
+		io_u->resid = 0;
 	t->done[(t->done_head + t->done_nr++) % t->done_cap] = io_u;
 }
 
@@ -324,10 +356,14 @@ static int fio_blkfront_setup(struct thread_data *td)
 		struct blkfront_info info;
 
 		if (!d) {
-			err = bfe_dev_get(td, t->ctx, f->file_name, &d);
+			err = bfe_dev_get(td, t, f->file_name, &d);
 			if (err)
 				break;
 			FILE_SET_ENG_DATA(f, d);
+		}
+		if (!d->bf) {
+			err = -ENODEV;
+			break;
 		}
 		/* An idle connection may hold a resize nobody processed yet. */
 		if (!d->user)
@@ -352,26 +388,34 @@ static int fio_blkfront_init(struct thread_data *td)
 static void fio_blkfront_cleanup(struct thread_data *td)
 {
 	struct bfe_td *t = td->io_ops_data;
-	struct fio_file *f;
-	unsigned int i;
 
 	if (!t)
 		return;
+	/* fio closed and freed the files and the io_us before calling us: work from our list. */
+	t->dying = true;
 	pthread_mutex_lock(&bfe_lock);
-	for_each_file(td, f, i) {
-		struct bfe_dev *d = FILE_ENG_DATA(f);
+	for (unsigned int i = 0; i < t->nr_owned; i++) {
+		struct bfe_dev *d = t->owned[i];
 
-		if (!d)
-			continue;
-		if (d->user == td)
+		if (d->user == td) {
+			if (d->bf && blkfront_inflight(d->bf)) {
+				/* Requests fio gave up on (after an error) may still have the
+				 * backend in the middle of our pages: disconnect the device. */
+				log_err("fio-blkfront: %s: job %s ended with %u requests in flight; "
+					"disconnecting it\n",
+					d->vdev, td->o.name, blkfront_inflight(d->bf));
+				blkfront_close(d->bf);
+				d->bf = NULL;
+			}
 			d->user = NULL;
-		FILE_SET_ENG_DATA(f, NULL);
+		}
 		bfe_dev_put(d);
 	}
 	if (t->have_mem)
 		hv_guest_free_frames(t->ctx->hv, t->mem_frame, t->mem_frames);
 	bfe_ctx_put(t->ctx);
 	pthread_mutex_unlock(&bfe_lock);
+	free(t->owned);
 	free(t->done);
 	free(t->events);
 	free(t->devs);
@@ -391,10 +435,12 @@ static int fio_blkfront_open_file(struct thread_data *td, struct fio_file *f)
 	pthread_mutex_lock(&bfe_lock);
 	d = FILE_ENG_DATA(f);
 	if (!d) {
-		err = bfe_dev_get(td, t->ctx, f->file_name, &d);
+		err = bfe_dev_get(td, t, f->file_name, &d);
 		if (!err)
 			FILE_SET_ENG_DATA(f, d);
 	}
+	if (!err && !d->bf)
+		err = -ENODEV;
 	if (!err && d->user && d->user != td) {
 		log_err("fio-blkfront: %s is in use by job %s at the same time; use one job with "
 			"a deeper iodepth, or one vdev per job\n",
@@ -458,7 +504,7 @@ static int fio_blkfront_get_file_size(struct thread_data *td, struct fio_file *f
 
 	if (fio_file_size_known(f))
 		return 0;
-	if (!d) {
+	if (!d || !d->bf) {
 		/* Only reached without setup: fio_blkfront_setup fills every file. */
 		td_verror(td, ENODEV, "get_file_size");
 		return 1;
@@ -519,7 +565,7 @@ static enum fio_q_status fio_blkfront_queue(struct thread_data *td, struct io_u 
 	int err;
 
 	fio_ro_check(td, io_u);
-	if (!d || d->user != td) {
+	if (!d || d->user != td || !d->bf) {
 		io_u->error = EBADF;
 		return FIO_Q_COMPLETED;
 	}
