@@ -173,8 +173,10 @@ struct qos_params {
 	/**
 	 * Latency budget for the window: the mean completion latency beyond a request's own
 	 * service time that the scheduler lets the device queue reach before it shrinks the window.
-	 * 0 = automatic: the device's base latency (the lowest seen over the last 16 periods) plus
-	 * qdelay_pct percent of base + mean service time, at least QOS_QDELAY_MIN_NS.
+	 * 0 = automatic: the device's base latency (the mean of requests that found the device
+	 * empty, over the last 4 periods that had some), plus the size-biased mean service time
+	 * (what a request waits behind the one in service), plus qdelay_pct percent of base + mean
+	 * service time (at least QOS_QDELAY_MIN_NS).
 	 */
 	uint64_t lat_target_ns;
 	uint32_t qdelay_pct; /**< automatic budget's queueing allowance, 1..1000 */
@@ -297,6 +299,7 @@ struct qos_ticket {
 #define QOS_TICKET_BOOST 0x1u /**< dispatched by BOOST past a full window */
 #define QOS_TICKET_RESV 0x2u  /**< consumed a reservation token */
 #define QOS_TICKET_CAP 0x4u   /**< charged to the cap meters */
+#define QOS_TICKET_LONE 0x8u  /**< dispatched to an empty device: its latency is unqueued */
 
 /**
  * Ask to dispatch @io for @v now.
@@ -367,7 +370,7 @@ struct qos_sched_stats {
 	uint32_t vrate_ppm;      /**< measured model-ns per wall-ns, parts per million */
 	uint64_t window_ns;      /**< room on the device, model ns in flight */
 	uint64_t inflight_ns;    /**< model ns in flight now (granted rooms included) */
-	uint64_t lat_base_ns;    /**< lowest latency beyond service time, last 16 periods */
+	uint64_t lat_base_ns;    /**< unqueued latency beyond service time (lone requests) */
 	uint64_t lat_target_ns;  /**< the budget the window is steered to */
 	uint64_t lat_mean_ns;    /**< mean latency beyond service time, last period */
 	uint64_t budget_ns;      /**< credit shared out per period (vrate x period) */

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #define PPM 1000000ull
-#define BASE_HIST 16     /* periods of latency minimums the base latency looks back over */
+#define BASE_HIST 4      /* periods with unqueued samples the base latency averages over */
 #define RATE_SLOTS 64    /* periods kept for the per-vbd "last second" rates */
 #define WINDOW_STEP_DIV 8 /* window moves by 1/8 per period */
 #define TOL_MAX_NS (1ull << 60)
@@ -43,7 +43,7 @@ struct rate_slot {
 struct qos_vbd {
 	struct qos_sched *s;
 	struct list all;  /* s->vbds */
-	struct list wait; /* s->waiters while waiting */
+	struct list wait; /* s->contenders while waiting or granted */
 	struct qos_vbd_settings set;
 	qos_wake_fn wake;
 	void *wake_arg;
@@ -51,8 +51,8 @@ struct qos_vbd {
 	int64_t credit_ns;
 	int active;      /* counted in s->weight_active */
 	int demand;      /* admitted or refused something this period */
-	int waiting;     /* on s->waiters */
-	int granted;     /* room held in grant_ticket for pend_io */
+	int waiting;     /* on s->contenders, waiting for room */
+	int granted;     /* on s->contenders, room held in grant_ticket for pend_io */
 	uint64_t wait_since_ns;
 	uint64_t grant_ns;
 	struct qos_io pend_io;
@@ -84,7 +84,7 @@ struct qos_sched {
 	struct qos_params p;
 	struct qos_clock clk;
 	struct list vbds;
-	struct list waiters;
+	struct list contenders; /* vbds waiting for room or holding granted room */
 	uint32_t nvbd, nwaiting;
 	uint64_t weight_active;
 	uint32_t nactive;
@@ -101,12 +101,14 @@ struct qos_sched {
 	uint64_t last_evt_ns;
 	uint64_t periods;
 
-	/* this period's measurements */
-	uint64_t p_n, p_sum_e, p_min_e, p_sum_cost, p_refused, p_wait_ns;
+	/* this period's measurements; "lone" = dispatched to an empty device, so unqueued */
+	uint64_t p_n, p_sum_e, p_sum_cost, p_refused, p_wait_ns;
+	unsigned __int128 p_sum_cost2;
+	uint64_t p_lone_n, p_lone_sum_e;
 
-	uint64_t base_hist[BASE_HIST];
+	uint64_t base_n[BASE_HIST], base_sum[BASE_HIST];
 	unsigned base_idx;
-	uint64_t lat_base_ns, lat_target_ns, lat_mean_ns;
+	uint64_t lat_base_ns, lat_low_ns, lat_target_ns, lat_mean_ns;
 };
 
 /*
@@ -302,6 +304,11 @@ static void vbd_apply(struct qos_vbd *v, const struct qos_vbd_settings *set)
 
 	if (v->active)
 		s->weight_active = s->weight_active - v->set.weight + set->weight;
+	/* Keep credit per unit of weight (the dispatch order) continuous across a weight change:
+	 * otherwise a vbd in debt whose weight triples would look three times less indebted and
+	 * hold the device until the others' order caught up. */
+	if (v->set.weight && set->weight != v->set.weight)
+		v->credit_ns = (int64_t)((__int128)v->credit_ns * set->weight / v->set.weight);
 	s->resv_total = s->resv_total - v->set.reserve_iops + set->reserve_iops;
 	v->set = *set;
 	cap_meters_set(s, &v->cap_iops, &v->peak_iops, set->cap_iops, set->burst_iops,
@@ -389,6 +396,8 @@ static void vbd_charge(struct qos_vbd *v, const struct qos_io *io, uint64_t now,
 		resv_take(v, now, s->p.period_ns);
 		flags |= QOS_TICKET_RESV;
 	}
+	if (!s->inflight_ns)
+		flags |= QOS_TICKET_LONE;
 	v->credit_ns -= (int64_t)cost;
 	s->inflight_ns += cost;
 	v->inflight_ns += cost;
@@ -431,23 +440,41 @@ static void vbd_uncharge(struct qos_vbd *v, const struct qos_ticket *t)
  * ---- waiting and granting ----
  */
 
-static void wait_add(struct qos_vbd *v, uint64_t now)
+/*
+ * Contenders are the vbds the device's room is shared among: those waiting for room and those
+ * holding room granted to them but not yet claimed. A granted vbd stays a contender because its
+ * thread will be back for more as soon as it has claimed; without that, room left over after a
+ * grant would go to whichever thread asks first (typically the one whose completion freed it,
+ * so a vbd of big requests would keep winning its own room back whatever its credit).
+ */
+static void contend_wait(struct qos_vbd *v, uint64_t now)
 {
-	if (v->waiting)
+	if (v->waiting || v->granted)
 		return;
-	list_add_tail(&v->s->waiters, &v->wait);
+	list_add_tail(&v->s->contenders, &v->wait);
 	v->waiting = 1;
 	v->wait_since_ns = now;
 	v->s->nwaiting++;
 }
 
-static void wait_del(struct qos_vbd *v)
+static void contend_grant(struct qos_vbd *v, uint64_t now)
 {
-	if (!v->waiting)
-		return;
-	list_del(&v->wait);
 	v->waiting = 0;
 	v->s->nwaiting--;
+	v->granted = 1;
+	v->grant_ns = now;
+}
+
+/* Leave the contenders; a granted room must have been claimed or uncharged by the caller. */
+static void contend_del(struct qos_vbd *v)
+{
+	if (!v->waiting && !v->granted)
+		return;
+	list_del(&v->wait);
+	if (v->waiting)
+		v->s->nwaiting--;
+	v->waiting = 0;
+	v->granted = 0;
 }
 
 /*
@@ -469,26 +496,50 @@ static int vbd_before(const struct qos_vbd *a, const struct qos_vbd *b, uint64_t
 	return a->wait_since_ns < b->wait_since_ns;
 }
 
-/* Grant the device's free room to waiting vbds, best first, and wake them. */
+static struct qos_vbd *best_contender(struct qos_sched *s, uint64_t now)
+{
+	struct qos_vbd *best = NULL;
+
+	for (struct list *l = s->contenders.next; l != &s->contenders; l = l->next) {
+		struct qos_vbd *v = vbd_of(l, wait);
+
+		if (!best || vbd_before(v, best, now))
+			best = v;
+	}
+	return best;
+}
+
+/* 1 if another contender should get the device before @v. */
+static int contender_before(struct qos_sched *s, const struct qos_vbd *v, uint64_t now)
+{
+	for (struct list *l = s->contenders.next; l != &s->contenders; l = l->next) {
+		struct qos_vbd *u = vbd_of(l, wait);
+
+		if (u != v && vbd_before(u, v, now))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Grant the device's free room to the best contenders and wake them. Stops when the best one
+ * already holds a grant: the rest of the room is left for its next requests.
+ */
 static void sched_fill(struct qos_sched *s, uint64_t now)
 {
 	while (s->nwaiting && s->inflight_ns < s->window_ns) {
-		struct qos_vbd *best = NULL;
+		struct qos_vbd *best = best_contender(s, now);
 		uint64_t until;
 
-		for (struct list *l = s->waiters.next; l != &s->waiters; l = l->next) {
-			struct qos_vbd *v = vbd_of(l, wait);
-
-			if (!best || vbd_before(v, best, now))
-				best = v;
-		}
-		wait_del(best);
-		if (!vbd_capped(best, now, &until)) {
+		if (best->granted)
+			break;
+		if (vbd_capped(best, now, &until)) {
+			/* Capped meanwhile (settings changed): it learns its parking time on retry. */
+			contend_del(best);
+		} else {
 			vbd_charge(best, &best->pend_io, now, &best->grant_ticket, 0);
-			best->granted = 1;
-			best->grant_ns = now;
+			contend_grant(best, now);
 		}
-		/* Capped meanwhile (settings changed): it learns its parking time on retry. */
 		if (best->wake)
 			best->wake(best->wake_arg);
 	}
@@ -521,32 +572,59 @@ static void vbd_activate(struct qos_vbd *v)
 	}
 }
 
+/*
+ * Steer the window so the device stays busy with a short queue (TCP Vegas / PARDA style). The
+ * reference is the device's unqueued latency: the mean of "lone" requests, the ones dispatched
+ * while nothing else was in flight. Only those update it, so a queue that never drains cannot
+ * creep into the reference (a plain minimum over all requests would ratchet upwards), and a
+ * jittery device's mean, not its best case, is what the queue is measured against. When the
+ * device's own latency rises, the window shrinks until requests run alone again and the
+ * reference follows.
+ */
 static void account_window(struct qos_sched *s)
 {
-	uint64_t mean_e, mean_cost, mean_svc, base = UINT64_MAX, target, wmax;
+	uint64_t mean_e, mean_cost, mean_svc, resid, n = 0, sum = 0, base, low, target, wmax;
 
+	if (s->p_lone_n) {
+		s->base_n[s->base_idx % BASE_HIST] = s->p_lone_n;
+		s->base_sum[s->base_idx % BASE_HIST] = s->p_lone_sum_e;
+		s->base_idx++;
+	}
 	if (!s->p_n)
 		return;
+	for (int i = 0; i < BASE_HIST; i++) {
+		n += s->base_n[i];
+		sum += s->base_sum[i];
+	}
 	mean_e = s->p_sum_e / s->p_n;
 	mean_cost = s->p_sum_cost / s->p_n;
 	mean_svc = mul_div(mean_cost, PPM, s->vrate_ppm);
-	s->base_hist[s->base_idx++ % BASE_HIST] = s->p_min_e;
-	for (int i = 0; i < BASE_HIST; i++)
-		base = min64(base, s->base_hist[i]);
+	/* Size-biased mean service time E[S^2]/E[S]: what a request typically waits behind the
+	 * one in service. A busy device needs that much queueing, more with big requests. */
+	resid = s->p_sum_cost ? (uint64_t)(s->p_sum_cost2 / s->p_sum_cost) : 0;
+	resid = mul_div(resid, PPM, s->vrate_ppm);
+	base = n ? sum / n : mean_e;
+	/* low: the latency of a device kept just busy; target: plus the queueing allowance. */
+	low = base + resid;
 	if (s->p.lat_target_ns)
 		target = max64(s->p.lat_target_ns, base);
 	else
-		target = base + max64(QOS_QDELAY_MIN_NS, (base + mean_svc) * s->p.qdelay_pct / 100);
+		target = low + max64(QOS_QDELAY_MIN_NS, (base + mean_svc) * s->p.qdelay_pct / 100);
+	low = min64(low, target);
 
-	/* Vegas-like: above the budget the queue is too long, so shrink; well under it with vbds
-	 * held back, the device could take more, so grow. In between, hold. */
-	if (mean_e > target)
-		s->window_ns -= s->window_ns / WINDOW_STEP_DIV;
-	else if (s->p_refused && mean_e <= base + (target - base) / 2)
+	if (mean_e > target) {
+		/* Little's law: the excess queueing delay times the device's rate is the excess
+		 * work in flight. Take it out, at most half the window per period. */
+		uint64_t excess = mul_div(mean_e - target, s->vrate_ppm, PPM);
+
+		s->window_ns -= min64(excess, s->window_ns / 2);
+	} else if (s->p_refused && mean_e <= low + (target - low) / 2) {
 		s->window_ns += max64(s->window_ns / WINDOW_STEP_DIV, mean_cost);
+	}
 	wmax = max64(budget_ns(s), s->cost4k_ns);
 	s->window_ns = max64(s->cost4k_ns, min64(s->window_ns, wmax));
 	s->lat_base_ns = base;
+	s->lat_low_ns = low;
 	s->lat_target_ns = target;
 	s->lat_mean_ns = mean_e;
 }
@@ -555,10 +633,13 @@ static void account_vrate(struct qos_sched *s, uint64_t elapsed)
 {
 	uint64_t x = mul_div(s->p_sum_cost, PPM, elapsed);
 	uint64_t lo = s->p.vrate_min_pct * 10000ull, hi = s->p.vrate_max_pct * 10000ull;
+	int queued = s->p_n && s->lat_mean_ns > s->lat_low_ns + (s->lat_target_ns - s->lat_low_ns) / 2;
 
-	/* Only a period with vbds held back for most of it shows what the device can do; otherwise
-	 * the throughput is a lower bound on its capacity. */
-	if (s->p_wait_ns * 2 >= elapsed)
+	/* Only a period where vbds were held back for most of it and requests queued in the device
+	 * shows what the device can do; otherwise the throughput is just a lower bound on its
+	 * capacity. (A too-high vrate underestimates service times, which looks like queueing, so
+	 * the estimate can always come down; a too-low one is corrected by the lower bound.) */
+	if (queued && s->p_wait_ns * 2 >= elapsed)
 		s->vrate_ppm = (3 * s->vrate_ppm + x) / 4;
 	else if (x > s->vrate_ppm)
 		s->vrate_ppm = x;
@@ -605,7 +686,7 @@ static void sched_account(struct qos_sched *s, uint64_t now)
 		if (v->granted && now - v->grant_ns >= s->p.period_ns) {
 			/* Granted room nobody came for goes back to the device. */
 			vbd_uncharge(v, &v->grant_ticket);
-			v->granted = 0;
+			contend_del(v);
 		}
 		v->active = v->demand || v->inflight || v->waiting || v->granted;
 		v->demand = 0;
@@ -619,7 +700,8 @@ static void sched_account(struct qos_sched *s, uint64_t now)
 	s->nactive = nactive;
 	s->periods++;
 	s->p_n = s->p_sum_e = s->p_sum_cost = s->p_refused = s->p_wait_ns = 0;
-	s->p_min_e = UINT64_MAX;
+	s->p_lone_n = s->p_lone_sum_e = 0;
+	s->p_sum_cost2 = 0;
 	s->period_start_ns = now;
 	s->next_tick_ns = now + s->p.period_ns;
 	sched_fill(s, now);
@@ -690,15 +772,12 @@ int qos_sched_new(const struct qos_params *p, const struct qos_clock *clock,
 	s->p = *p;
 	s->clk = clock ? *clock : *qos_clock_monotonic();
 	list_init(&s->vbds);
-	list_init(&s->waiters);
+	list_init(&s->contenders);
 	s->cost4k_ns = crd;
 	s->capacity_iops = QOS_NS_PER_SEC / max64(crd, cwr);
 	s->vrate_ppm = PPM;
 	s->window_ns = p->window_init_ns ? p->window_init_ns : 32 * crd;
 	s->window_ns = max64(s->window_ns, crd);
-	for (int i = 0; i < BASE_HIST; i++)
-		s->base_hist[i] = UINT64_MAX;
-	s->p_min_e = UINT64_MAX;
 	s->last_evt_ns = s->clk.now_ns(s->clk.ctx);
 	s->period_start_ns = s->last_evt_ns;
 	s->next_tick_ns = s->last_evt_ns + p->period_ns;
@@ -788,7 +867,7 @@ void qos_vbd_remove(struct qos_vbd *v)
 	now = sched_enter(s);
 	if (v->granted)
 		vbd_uncharge(v, &v->grant_ticket);
-	wait_del(v);
+	contend_del(v);
 	s->inflight_ns -= min64(s->inflight_ns, v->inflight_ns);
 	if (v->active) {
 		s->weight_active -= v->set.weight;
@@ -838,18 +917,21 @@ int qos_vbd_admit(struct qos_vbd *v, const struct qos_io *io, struct qos_ticket 
 	seg_close(v, now);
 
 	if (v->granted) {
-		v->granted = 0;
-		if (io_same(io, &v->pend_io)) {
+		int same = io_same(io, &v->pend_io);
+
+		if (!same)
+			/* Not the request the room was granted for: start over with this one. */
+			vbd_uncharge(v, &v->grant_ticket);
+		contend_del(v);
+		if (same) {
 			*ticket = v->grant_ticket;
 			ticket->dispatch_ns = now;
 			goto out_go;
 		}
-		/* Not the request the room was granted for: start over with this one. */
-		vbd_uncharge(v, &v->grant_ticket);
 	}
 	if (vbd_capped(v, now, &until)) {
-		/* Parked: a capped vbd must not hold a place in the device queue. */
-		wait_del(v);
+		/* Parked: a capped vbd must not hold a place among the contenders. */
+		contend_del(v);
 		v->parked_until_ns = until;
 		seg_open(v, now, 1);
 		*retry_at_ns = until;
@@ -858,23 +940,25 @@ int qos_vbd_admit(struct qos_vbd *v, const struct qos_io *io, struct qos_ticket 
 		return -EAGAIN;
 	}
 	v->parked_until_ns = 0;
-	if (s->inflight_ns < s->window_ns) {
-		/* Room means nobody waits (sched_fill keeps it so), except this vbd itself. */
-		wait_del(v);
+	if (s->inflight_ns < s->window_ns && !contender_before(s, v, now)) {
+		contend_del(v);
 		vbd_charge(v, io, now, ticket, 0);
 		goto out_go;
 	}
 	if (!v->inflight && !v->waiting && v->credit_ns >= 0) {
-		/* BOOST: a vbd waking with credit gets its first request in at once. Bounded: one
-		 * request per vbd with nothing in flight, paid from its credit. */
+		/* BOOST: a vbd waking with credit gets its first request in at once, even past a
+		 * full window or better contenders. Bounded: one request per vbd with nothing in
+		 * flight, paid from its credit. */
 		vbd_charge(v, io, now, ticket, QOS_TICKET_BOOST);
 		goto out_go;
 	}
 	v->pend_io = *io;
-	wait_add(v, now);
+	contend_wait(v, now);
 	seg_open(v, now, 0);
 	s->p_refused++;
 	*retry_at_ns = now + s->p.period_ns;
+	/* Room left for a better contender may go to a better waiter now. */
+	sched_fill(s, now);
 	pthread_mutex_unlock(&s->lock);
 	return -EAGAIN;
 
@@ -901,8 +985,12 @@ void qos_vbd_complete(struct qos_vbd *v, const struct qos_ticket *t)
 	e = lat > svc ? lat - svc : 0;
 	s->p_n++;
 	s->p_sum_e += e;
-	s->p_min_e = min64(s->p_min_e, e);
+	if (t->flags & QOS_TICKET_LONE) {
+		s->p_lone_n++;
+		s->p_lone_sum_e += e;
+	}
 	s->p_sum_cost += t->cost_ns;
+	s->p_sum_cost2 += (unsigned __int128)t->cost_ns * t->cost_ns;
 	v->ops++;
 	v->bytes += t->len_bytes;
 	v->dev_ns += t->cost_ns;
