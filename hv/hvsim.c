@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,13 @@ void hvsim_conn_close(struct hvsim_conn *c)
 	}
 	close(c->fd);
 	free(c);
+}
+
+int hvsim_conn_hung_up(struct hvsim_conn *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLIN | POLLRDHUP };
+
+	return c->broken || (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR)));
 }
 
 /* A connection we could not write to: stop talking to it, close it on its next event. */

@@ -397,6 +397,12 @@ int hvsim_dom_register_mem(struct hvsim_conn *c, int *fd, struct hvsim_mem_rep *
 	struct hvsim_dom *d = c->dom;
 	int rc;
 
+	/*
+	 * A guest process that exited has hung up, but its hang-up may still wait behind this
+	 * request in the loop: look, so a restarted guest does not see its old self as busy.
+	 */
+	if (d->registrant && d->registrant != c && hvsim_conn_hung_up(d->registrant))
+		hvsim_conn_close(d->registrant);
 	if (d->registrant && d->registrant != c)
 		return -EBUSY;
 	if (d->mem_fd < 0) {

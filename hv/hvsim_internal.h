@@ -91,6 +91,9 @@ struct hvsim {
 /** Send PEER_CHANGED(@port) to @c; a connection that cannot take it is shut down. */
 void hvsim_conn_notice(struct hvsim_conn *c, evtchn_port_t port);
 
+/** 1 if the client end of @c has closed (its hang-up may not have been processed yet). */
+int hvsim_conn_hung_up(struct hvsim_conn *c);
+
 /** Close a connection: unbind its ports, drop its claim on guest memory, free it. */
 void hvsim_conn_close(struct hvsim_conn *c);
 
