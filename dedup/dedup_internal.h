@@ -331,7 +331,9 @@ struct wop {
 	int done;
 	int cancel;        /**< [wq] set by the caller's progress callback */
 	struct dedup_progress prog; /**< [wq] */
-	uint64_t prog_seq;          /**< [wq] */
+	uint64_t prog_seq;          /**< [wq] reports made */
+	uint64_t prog_ack;          /**< [wq] reports the caller's callback has returned from */
+	int has_fn;                 /**< [wq] a callback consumes the reports */
 	struct wop *next;
 };
 

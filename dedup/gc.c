@@ -316,7 +316,7 @@ static int gc_list(struct dedup_store *s, int force, struct gc_cand **out, size_
 		if (!ct)
 			continue;
 		if (force)
-			want = dead > 0;
+			want = dead > 0 || atomic_load(&ct->retiring);
 		else
 			want = atomic_load(&ct->retiring) ||
 			       (cr.used == s->ctr_slots && s->gc_dead_pct &&

@@ -523,6 +523,8 @@ int writer_call(struct dedup_store *s, struct wop *op, dedup_progress_fn fn, voi
 	op->done = 0;
 	op->cancel = 0;
 	op->prog_seq = 0;
+	op->prog_ack = 0;
+	op->has_fn = fn != NULL;
 	op->next = NULL;
 	pthread_mutex_lock(&s->wq_lock);
 	if (s->stop) {
@@ -548,6 +550,8 @@ int writer_call(struct dedup_store *s, struct wop *op, dedup_progress_fn fn, voi
 			pthread_mutex_lock(&s->wq_lock);
 			if (stop)
 				op->cancel = 1;
+			op->prog_ack = seen;
+			pthread_cond_broadcast(&s->op_cond);
 			if (done)
 				break;
 			continue;
@@ -560,12 +564,18 @@ int writer_call(struct dedup_store *s, struct wop *op, dedup_progress_fn fn, voi
 	return op->rc;
 }
 
+/*
+ * Report progress and wait for the caller's callback to return: a cancel answered to this
+ * report is then seen before the next step (callbacks are cheap: a progress bar).
+ */
 void writer_progress(struct dedup_store *s, struct wop *op, const struct dedup_progress *p)
 {
 	pthread_mutex_lock(&s->wq_lock);
 	op->prog = *p;
 	op->prog_seq++;
 	pthread_cond_broadcast(&s->op_cond);
+	while (op->has_fn && op->prog_ack != op->prog_seq)
+		pthread_cond_wait(&s->op_cond, &s->wq_lock);
 	pthread_mutex_unlock(&s->wq_lock);
 }
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #define TB DEDUP_BLOCK_BYTES
 
@@ -100,6 +101,19 @@ static inline int t_reads(struct dedup_ctx *c, struct dedup_vol *v, uint64_t blk
 	if (dedup_vol_read(c, v, blk, 1, buf))
 		return 0;
 	return t_check(buf, seed);
+}
+
+/* Do a prepared write's data I/O the way an adapter would (pwritev per extent). */
+static inline int t_write_extents(struct dedup_req *r)
+{
+	for (unsigned i = 0; i < dedup_req_nr_extents(r); i++) {
+		const struct dedup_extent *e = dedup_req_extent(r, i);
+
+		if (pwritev(e->fd, e->iov, (int)e->iovcnt, (off_t)e->offset_bytes) !=
+		    (ssize_t)((size_t)e->nr_blk * TB))
+			return -1;
+	}
+	return 0;
 }
 
 static inline int t_fsck_clean(struct dedup_store *s)
