@@ -106,6 +106,12 @@ static void uring_close(struct ioeng *e)
 
 	if (!u)
 		return;
+	/*
+	 * The ring's teardown runs asynchronously in the kernel and would keep the registered file
+	 * (and an O_EXCL claim on a block device) alive after we return; unregistering waits.
+	 */
+	if (u->sqe_flags & IOSQE_FIXED_FILE)
+		io_uring_unregister_files(&u->ring);
 	io_uring_queue_exit(&u->ring);
 	free(u);
 }
