@@ -451,7 +451,8 @@ static int fk_content(struct fk *f, MDB_txn *txn, uint64_t stored_zombies)
 		else if (mrc != MDB_NOTFOUND)
 			break;
 		mrc = 0;
-		final = v.refs;
+		/* the counters below are checked against the correct refcounts */
+		final = want;
 		if (v.refs != want && !(v.refs == REFS_STICKY && want == UINT32_MAX)) {
 			if (v.refs > want) {
 				f->r->ref_too_high++;
@@ -461,8 +462,6 @@ static int fk_content(struct fk *f, MDB_txn *txn, uint64_t stored_zombies)
 				f->r->ref_too_low++;
 			}
 			rc = fix_add(f, FIX_REFS, k.mv_data, HASH_BYTES, want, 0);
-			if (f->flags & DEDUP_FSCK_REPAIR)
-				final = want;
 		}
 		if (final == 0)
 			zombies++;

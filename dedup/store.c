@@ -180,7 +180,7 @@ int dedup_map_grow(struct dedup_store *s)
 	pthread_rwlock_unlock(&s->rd_lock);
 	if (rc)
 		return dedup_mdb_err(rc);
-	log_info("index map grown to %llu MiB", (unsigned long long)(want >> 20));
+	log_info("index map grown to %llu KiB", (unsigned long long)(want >> 10));
 	s->map_bytes = want;
 	return 0;
 }

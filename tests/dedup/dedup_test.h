@@ -41,7 +41,7 @@ static inline void t_fill(void *blk, uint64_t seed)
 /* 1 if @blk holds the pattern of @seed. */
 static inline int t_check(const void *blk, uint64_t seed)
 {
-	static __thread uint64_t want[TB / 8];
+	uint64_t want[TB / 8];
 
 	t_fill(want, seed);
 	return memcmp(blk, want, TB) == 0;
