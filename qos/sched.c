@@ -22,7 +22,7 @@
 
 /*
  * A virtual-clock meter (GCRA): each unit pushes tat (theoretical arrival time) 1/rate seconds
- * into the future; a request passes while tat is less than tol_ns ahead of now. Holds a cap, a
+ * into the future; a request passes while tat is at most tol_ns ahead of now. Holds a cap, a
  * burst's peak rate, or a reservation's token rate with one word of state, and tells exactly
  * when the next request will pass.
  */
@@ -168,9 +168,9 @@ static int meter_blocked(const struct meter *m, uint64_t now, uint64_t *until)
 	if (!m->rate)
 		return 0;
 	tat = max64(m->tat_ns, now);
-	if (tat - now < m->tol_ns)
+	if (tat - now <= m->tol_ns)
 		return 0;
-	*until = tat - m->tol_ns + 1;
+	*until = tat - m->tol_ns;
 	return 1;
 }
 
@@ -666,23 +666,14 @@ static void sched_account(struct qos_sched *s, uint64_t now)
 	account_window(s);
 	account_vrate(s, elapsed);
 
-	/* A late tick must not hand out more than two periods: the vbds had no demand then. */
-	inc = mul_div(min64(elapsed, 2 * s->p.period_ns), s->vrate_ppm, PPM);
+	/*
+	 * The ended period's budget goes to the vbds that had demand in it (or still have requests
+	 * in flight or waiting): an idle vbd's share goes to the busy ones. A late tick must not
+	 * hand out more than two periods: nobody asked for it then.
+	 */
 	for (struct list *l = s->vbds.next; l != &s->vbds; l = l->next) {
 		struct qos_vbd *v = vbd_of(l, all);
 
-		if (v->active) {
-			int64_t bound = share_ns(s, v->set.weight);
-
-			v->credit_ns += (int64_t)mul_div(inc, v->set.weight, s->weight_active);
-			if (v->credit_ns > bound)
-				v->credit_ns = bound;
-			if (v->credit_ns < -bound)
-				v->credit_ns = -bound;
-		} else {
-			/* Idle: earns nothing; credit and debt both decay by half a period. */
-			v->credit_ns /= (int64_t)1 << min64(nper, 62);
-		}
 		if (v->granted && now - v->grant_ns >= s->p.period_ns) {
 			/* Granted room nobody came for goes back to the device. */
 			vbd_uncharge(v, &v->grant_ticket);
@@ -694,10 +685,27 @@ static void sched_account(struct qos_sched *s, uint64_t now)
 			nactive++;
 			wsum += v->set.weight;
 		}
-		account_rates(v, elapsed);
 	}
 	s->weight_active = wsum;
 	s->nactive = nactive;
+	inc = mul_div(min64(elapsed, 2 * s->p.period_ns), s->vrate_ppm, PPM);
+	for (struct list *l = s->vbds.next; l != &s->vbds; l = l->next) {
+		struct qos_vbd *v = vbd_of(l, all);
+
+		if (v->active) {
+			int64_t bound = share_ns(s, v->set.weight);
+
+			v->credit_ns += (int64_t)mul_div(inc, v->set.weight, wsum);
+			if (v->credit_ns > bound)
+				v->credit_ns = bound;
+			if (v->credit_ns < -bound)
+				v->credit_ns = -bound;
+		} else {
+			/* Idle: earns nothing; credit and debt both decay by half a period. */
+			v->credit_ns /= (int64_t)1 << min64(nper, 62);
+		}
+		account_rates(v, elapsed);
+	}
 	s->periods++;
 	s->p_n = s->p_sum_e = s->p_sum_cost = s->p_refused = s->p_wait_ns = 0;
 	s->p_lone_n = s->p_lone_sum_e = 0;
