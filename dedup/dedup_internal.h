@@ -32,7 +32,7 @@
 #define NODE_MAGIC 0x4e584444u /* "DDXN" */
 #define LEAF_FANOUT 127
 #define INNER_FANOUT 508
-#define MAP_MAX_LEVELS 5 /* 127 * 508^4 blocks: more than 2^64 bytes */
+#define MAP_MAX_LEVELS 5 /* 127 * 508^4 blocks of 4 KiB: volumes up to 30 PiB */
 
 struct node_hdr {
 	uint32_t magic;
