@@ -23,7 +23,7 @@ enum ioeng_op {
 	IOENG_READV = 0,
 	IOENG_WRITEV,
 	IOENG_FDATASYNC, /**< fdatasync(fd): every write completed before it is durable */
-	IOENG_PUNCH,     /**< fallocate(PUNCH_HOLE | KEEP_SIZE) on [off, off + len) */
+	IOENG_PUNCH,	 /**< fallocate(PUNCH_HOLE | KEEP_SIZE) on [off, off + len) */
 	IOENG_NR_OPS,
 };
 

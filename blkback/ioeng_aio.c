@@ -23,11 +23,11 @@ struct ioeng_aio {
 	int fd;
 	int efd;
 	uint32_t depth;
-	uint32_t nqueued;         /**< iocbs prepared, not yet accepted by io_submit */
-	int has_fdsync;           /**< IOCB_CMD_FDSYNC works on this file */
-	struct iocb *iocbs;       /**< [depth], indexed by tag */
-	struct iocb **queue;      /**< [depth] FIFO of prepared iocbs */
-	struct io_event *events;  /**< [depth] reap buffer */
+	uint32_t nqueued;	 /**< iocbs prepared, not yet accepted by io_submit */
+	int has_fdsync;		 /**< IOCB_CMD_FDSYNC works on this file */
+	struct iocb *iocbs;	 /**< [depth], indexed by tag */
+	struct iocb **queue;	 /**< [depth] FIFO of prepared iocbs */
+	struct io_event *events; /**< [depth] reap buffer */
 };
 
 /*
@@ -216,12 +216,12 @@ static int aio_reap(struct ioeng *e, int wait, ioeng_cb_fn *cb, void *arg)
 }
 
 const struct ioeng_ops ioeng_aio_ops = {
-	.name = "libaio",
-	.open = aio_open,
-	.close = aio_close,
-	.supports = aio_supports,
-	.prep = aio_prep,
-	.commit = aio_commit,
-	.pending = aio_pending,
-	.reap = aio_reap,
+    .name = "libaio",
+    .open = aio_open,
+    .close = aio_close,
+    .supports = aio_supports,
+    .prep = aio_prep,
+    .commit = aio_commit,
+    .pending = aio_pending,
+    .reap = aio_reap,
 };

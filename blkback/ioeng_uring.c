@@ -22,8 +22,8 @@
 
 struct ioeng_uring {
 	struct io_uring ring;
-	int fd;             /**< fd as SQEs name it: 0 (fixed file index) or the real fd */
-	uint8_t sqe_flags;  /**< IOSQE_FIXED_FILE when the file is registered */
+	int fd;		   /**< fd as SQEs name it: 0 (fixed file index) or the real fd */
+	uint8_t sqe_flags; /**< IOSQE_FIXED_FILE when the file is registered */
 	uint32_t depth;
 	uint8_t has[IOENG_NR_OPS]; /**< opcodes the running kernel supports */
 };
@@ -31,10 +31,10 @@ struct ioeng_uring {
 static int uring_probe_ops(struct ioeng_uring *u)
 {
 	static const uint8_t opcode[IOENG_NR_OPS] = {
-		[IOENG_READV] = IORING_OP_READV,
-		[IOENG_WRITEV] = IORING_OP_WRITEV,
-		[IOENG_FDATASYNC] = IORING_OP_FSYNC,
-		[IOENG_PUNCH] = IORING_OP_FALLOCATE,
+	    [IOENG_READV] = IORING_OP_READV,
+	    [IOENG_WRITEV] = IORING_OP_WRITEV,
+	    [IOENG_FDATASYNC] = IORING_OP_FSYNC,
+	    [IOENG_PUNCH] = IORING_OP_FALLOCATE,
 	};
 	struct io_uring_probe *p = io_uring_get_probe_ring(&u->ring);
 
@@ -194,7 +194,8 @@ static int uring_reap(struct ioeng *e, int wait, ioeng_cb_fn *cb, void *arg)
 		if (rc < 0 && rc != -EINTR && rc != -EAGAIN)
 			return rc;
 	}
-	io_uring_for_each_cqe(&u->ring, head, cqe) {
+	io_uring_for_each_cqe(&u->ring, head, cqe)
+	{
 		cb(arg, (uint32_t)cqe->user_data, cqe->res);
 		n++;
 	}
@@ -203,12 +204,12 @@ static int uring_reap(struct ioeng *e, int wait, ioeng_cb_fn *cb, void *arg)
 }
 
 const struct ioeng_ops ioeng_uring_ops = {
-	.name = "io_uring",
-	.open = uring_open,
-	.close = uring_close,
-	.supports = uring_supports,
-	.prep = uring_prep,
-	.commit = uring_commit,
-	.pending = uring_pending,
-	.reap = uring_reap,
+    .name = "io_uring",
+    .open = uring_open,
+    .close = uring_close,
+    .supports = uring_supports,
+    .prep = uring_prep,
+    .commit = uring_commit,
+    .pending = uring_pending,
+    .reap = uring_reap,
 };

@@ -33,29 +33,29 @@ enum target_op {
 
 enum target_engine {
 	TARGET_ENGINE_IO_URING = 0, /**< liburing (default) */
-	TARGET_ENGINE_LIBAIO,       /**< libaio: the fallback */
+	TARGET_ENGINE_LIBAIO,	    /**< libaio: the fallback */
 };
 
 struct target_io {
 	enum target_op op;
-	uint64_t offset_bytes;   /**< byte offset in the volume */
-	uint64_t len_bytes;      /**< total bytes (sum of iov lengths; the range for DISCARD) */
+	uint64_t offset_bytes;	 /**< byte offset in the volume */
+	uint64_t len_bytes;	 /**< total bytes (sum of iov lengths; the range for DISCARD) */
 	const struct iovec *iov; /**< READ/WRITE buffers (guest pages, in place) */
 	unsigned iovcnt;
 	/** Completion: @status is 0 or a negative errno. Called once, from target_queue_poll(). */
 	void (*done)(struct target_io *io, int status);
-	void *priv;            /**< caller's */
+	void *priv;		/**< caller's */
 	uint64_t target_ctx[4]; /**< the target's per-I/O scratch; no allocation per I/O */
 };
 
 struct target_info {
-	uint64_t size_bytes;        /**< current size */
-	uint32_t logical_block;     /**< logical sector size in bytes (512 or 4096) */
-	uint32_t physical_block;    /**< physical block size in bytes */
+	uint64_t size_bytes;	      /**< current size */
+	uint32_t logical_block;	      /**< logical sector size in bytes (512 or 4096) */
+	uint32_t physical_block;      /**< physical block size in bytes */
 	uint32_t discard_granularity; /**< bytes; 0 when discard is not supported */
-	unsigned direct : 1;        /**< opened with O_DIRECT */
+	unsigned direct : 1;	      /**< opened with O_DIRECT */
 	unsigned readonly : 1;
-	unsigned has_flush : 1;     /**< volatile cache: FLUSH does work */
+	unsigned has_flush : 1; /**< volatile cache: FLUSH does work */
 };
 
 struct target_open_opts {

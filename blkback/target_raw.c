@@ -50,26 +50,26 @@
 struct raw_queue;
 
 struct raw_target {
-	struct target base;         /**< first: the generic layer's view */
+	struct target base; /**< first: the generic layer's view */
 	int fd;
 	int is_blkdev;
 	const struct ioeng_ops *eng;
-	struct target_info info;    /**< fixed at open; size_bytes lives in size_bytes below */
-	uint64_t size_bytes;        /**< atomic: submit reads it per request, resize writes it */
-	pthread_mutex_t lock;       /**< queues list, and one resize at a time */
+	struct target_info info; /**< fixed at open; size_bytes lives in size_bytes below */
+	uint64_t size_bytes;	 /**< atomic: submit reads it per request, resize writes it */
+	pthread_mutex_t lock;	 /**< queues list, and one resize at a time */
 	struct raw_queue *queues;
-	char path[128];             /**< for log lines (truncated) */
+	char path[128]; /**< for log lines (truncated) */
 };
 
 /** One I/O the queue holds, from submit until done() is called. */
 struct raw_slot {
 	struct target_io *io;
-	uint32_t next;        /**< free, sync or done list link */
-	int status;           /**< final status once on the done list */
-	uint32_t iov_idx;     /**< first iovec not completely transferred */
-	uint32_t iov_off;     /**< bytes of iov[iov_idx] already transferred */
-	uint64_t done_bytes;  /**< bytes transferred so far */
-	struct iovec part;    /**< the rest of iov[iov_idx] when a transfer stopped inside it */
+	uint32_t next;	     /**< free, sync or done list link */
+	int status;	     /**< final status once on the done list */
+	uint32_t iov_idx;    /**< first iovec not completely transferred */
+	uint32_t iov_off;    /**< bytes of iov[iov_idx] already transferred */
+	uint64_t done_bytes; /**< bytes transferred so far */
+	struct iovec part;   /**< the rest of iov[iov_idx] when a transfer stopped inside it */
 	uint8_t retries;
 };
 
@@ -84,10 +84,11 @@ struct raw_queue {
 	uint32_t free_head;
 	uint32_t sync_head, sync_tail; /**< to run synchronously at the next commit (FIFO) */
 	uint32_t done_head, done_tail; /**< finished; done() called by the next poll (FIFO) */
-	uint32_t eng_inflight;         /**< slots handed to the engine and not yet reaped */
+	uint32_t eng_inflight;	       /**< slots handed to the engine and not yet reaped */
 	/* Writes accepted and finished; single writer (this queue's thread), read by resize. */
 	uint64_t wr_started, wr_finished;
-	struct raw_queue *next;        /**< rt->queues, under rt->lock */
+	uint64_t wr_drain_to;	/**< resize's snapshot of wr_started, under rt->lock */
+	struct raw_queue *next; /**< rt->queues, under rt->lock */
 	struct log_ratelimit rl;
 };
 
@@ -159,8 +160,8 @@ static int raw_probe_blkdev(struct raw_target *rt, const struct stat *st, int re
 	max_discard = raw_sysfs_u64(st->st_rdev, "discard_max_bytes");
 	gran = raw_sysfs_u64(st->st_rdev, "discard_granularity");
 	if (!readonly && max_discard)
-		rt->info.discard_granularity = gran > (uint64_t)lbs && gran <= UINT32_MAX ?
-						       (uint32_t)gran : (uint32_t)lbs;
+		rt->info.discard_granularity =
+		    gran > (uint64_t)lbs && gran <= UINT32_MAX ? (uint32_t)gran : (uint32_t)lbs;
 
 	/* A write-through device has nothing to flush; FLUSH still runs fdatasync (cheap). */
 	rt->info.has_flush = 1;
@@ -243,7 +244,8 @@ static int raw_probe_file(struct raw_target *rt, const struct stat *st, int read
 	 * system can punch holes at all.
 	 */
 	if (!readonly) {
-		off_t probe = (off_t)(((uint64_t)st->st_size + blksize - 1) / blksize + 1) * blksize;
+		off_t probe =
+		    (off_t)(((uint64_t)st->st_size + blksize - 1) / blksize + 1) * blksize;
 
 		if (fallocate(rt->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, probe, blksize) ==
 		    0)
@@ -385,21 +387,14 @@ static void raw_drain_writes(struct raw_target *rt)
 {
 	uint64_t deadline = util_now_ns() + RAW_SHRINK_DRAIN_NS;
 	struct raw_queue *q;
-	unsigned n = 0;
 
 	for (q = rt->queues; q; q = q->next)
-		n++;
-	uint64_t snap[n ? n : 1];
-	unsigned i = 0;
-
-	for (q = rt->queues; q; q = q->next)
-		snap[i++] = __atomic_load_n(&q->wr_started, __ATOMIC_RELAXED);
+		q->wr_drain_to = __atomic_load_n(&q->wr_started, __ATOMIC_RELAXED);
 	for (;;) {
 		int busy = 0;
 
-		i = 0;
-		for (q = rt->queues; q; q = q->next, i++)
-			if (__atomic_load_n(&q->wr_finished, __ATOMIC_ACQUIRE) < snap[i])
+		for (q = rt->queues; q; q = q->next)
+			if (__atomic_load_n(&q->wr_finished, __ATOMIC_ACQUIRE) < q->wr_drain_to)
 				busy = 1;
 		if (!busy)
 			return;
@@ -407,7 +402,7 @@ static void raw_drain_writes(struct raw_target *rt)
 			log_warn("%s: shrinking with writes still in flight", rt->path);
 			return;
 		}
-		nanosleep(&(struct timespec){ .tv_nsec = 1000 * 1000 }, NULL);
+		nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
 	}
 }
 
@@ -564,7 +559,7 @@ static int raw_run_sync(struct raw_queue *q)
 			if (fdatasync(rt->fd) < 0)
 				rc = -errno;
 		} else if (rt->is_blkdev) {
-			uint64_t range[2] = { io->offset_bytes, io->len_bytes };
+			uint64_t range[2] = {io->offset_bytes, io->len_bytes};
 
 			if (ioctl(rt->fd, BLKDISCARD, range) < 0)
 				rc = -errno;
@@ -673,11 +668,11 @@ static void raw_eng_done(void *arg, uint32_t tag, int64_t res)
 		return;
 	}
 reissue:
-	rc = io->op == TARGET_OP_READ || io->op == TARGET_OP_WRITE ?
-		     raw_issue_rw(q, tag) :
-		     q->eng->prep(q->e, tag,
-				  io->op == TARGET_OP_FLUSH ? IOENG_FDATASYNC : IOENG_PUNCH, NULL, 0,
-				  io->offset_bytes, io->len_bytes);
+	rc =
+	    io->op == TARGET_OP_READ || io->op == TARGET_OP_WRITE
+		? raw_issue_rw(q, tag)
+		: q->eng->prep(q->e, tag, io->op == TARGET_OP_FLUSH ? IOENG_FDATASYNC : IOENG_PUNCH,
+			       NULL, 0, io->offset_bytes, io->len_bytes);
 	if (rc < 0) {
 		raw_finish(q, tag, rc);
 		return;
@@ -783,15 +778,15 @@ static int raw_submit(struct target_queue *tq, struct target_io *io)
 		rc = raw_issue_rw(q, tag);
 		break;
 	case TARGET_OP_FLUSH:
-		rc = q->eng->supports(q->e, IOENG_FDATASYNC) ?
-			     q->eng->prep(q->e, tag, IOENG_FDATASYNC, NULL, 0, 0, 0) :
-			     -EOPNOTSUPP;
+		rc = q->eng->supports(q->e, IOENG_FDATASYNC)
+			 ? q->eng->prep(q->e, tag, IOENG_FDATASYNC, NULL, 0, 0, 0)
+			 : -EOPNOTSUPP;
 		break;
 	default: /* DISCARD: BLKDISCARD is an ioctl; files punch a hole */
-		rc = !rt->is_blkdev && q->eng->supports(q->e, IOENG_PUNCH) ?
-			     q->eng->prep(q->e, tag, IOENG_PUNCH, NULL, 0, io->offset_bytes,
-					  io->len_bytes) :
-			     -EOPNOTSUPP;
+		rc = !rt->is_blkdev && q->eng->supports(q->e, IOENG_PUNCH)
+			 ? q->eng->prep(q->e, tag, IOENG_PUNCH, NULL, 0, io->offset_bytes,
+					io->len_bytes)
+			 : -EOPNOTSUPP;
 		break;
 	}
 	if (rc == -EOPNOTSUPP && io->op != TARGET_OP_READ && io->op != TARGET_OP_WRITE) {
@@ -914,7 +909,8 @@ static void raw_queue_close(struct target_queue *tq)
 		int rc = raw_poll(tq, 1);
 
 		if (rc < 0 && rc != -EINTR) {
-			log_err("%s: %u I/Os lost at queue close: %d", rt->path, q->base.inflight, rc);
+			log_err("%s: %u I/Os lost at queue close: %d", rt->path, q->base.inflight,
+				rc);
 			break;
 		}
 	}
@@ -933,15 +929,15 @@ static void raw_queue_close(struct target_queue *tq)
 }
 
 static const struct target_ops raw_ops = {
-	.name = "raw",
-	.open = target_raw_open,
-	.close = raw_close,
-	.info = raw_info,
-	.resize = raw_resize,
-	.queue_open = raw_queue_open,
-	.queue_close = raw_queue_close,
-	.submit = raw_submit,
-	.commit = raw_commit,
-	.poll = raw_poll,
-	.queue_fd = raw_queue_fd,
+    .name = "raw",
+    .open = target_raw_open,
+    .close = raw_close,
+    .info = raw_info,
+    .resize = raw_resize,
+    .queue_open = raw_queue_open,
+    .queue_close = raw_queue_close,
+    .submit = raw_submit,
+    .commit = raw_commit,
+    .poll = raw_poll,
+    .queue_fd = raw_queue_fd,
 };

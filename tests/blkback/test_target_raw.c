@@ -13,7 +13,7 @@
 #include <linux/loop.h>
 #include <poll.h>
 
-static const enum target_engine engines[] = { TARGET_ENGINE_IO_URING, TARGET_ENGINE_LIBAIO };
+static const enum target_engine engines[] = {TARGET_ENGINE_IO_URING, TARGET_ENGINE_LIBAIO};
 
 #define FOR_EACH_ENGINE(i) for (unsigned i = 0; i < ARRAY_SIZE(engines); i++)
 
@@ -62,7 +62,7 @@ static int run_io(struct target_queue *q, struct target_io *io)
 
 static int run_rw(struct target_queue *q, enum target_op op, uint64_t off, void *buf, size_t len)
 {
-	struct iovec iov = { buf, len };
+	struct iovec iov = {buf, len};
 	struct target_io io;
 	struct done_rec r;
 
@@ -124,7 +124,7 @@ static void mkfile(const char *path, uint64_t size)
 
 static struct target *topen(const char *path, unsigned ei, int ro, int no_direct)
 {
-	struct target_open_opts o = { .engine = engines[ei], .readonly = ro, .no_direct = no_direct };
+	struct target_open_opts o = {.engine = engines[ei], .readonly = ro, .no_direct = no_direct};
 	struct target *t = NULL;
 
 	CU_ASSERT_EQUAL_FATAL(target_raw_open(path, &o, &t), 0);
@@ -176,7 +176,7 @@ static void test_engine_parse(void)
 
 static void test_open_errors(void)
 {
-	struct target_open_opts o = { .engine = TARGET_ENGINE_IO_URING };
+	struct target_open_opts o = {.engine = TARGET_ENGINE_IO_URING};
 	struct target *t = NULL;
 	char path[512];
 
@@ -214,17 +214,18 @@ static void test_rw_iovecs(void)
 		lb = lb_of(t);
 		off = (1 << 20) + lb;
 
-		/* Four pieces: two full pages, a tail of a page, a logical block (lb 4096: empty). */
+		/* Four pieces: two full pages, a tail of a page, a logical block (lb 4096: empty).
+		 */
 		pattern(src, 16384, off, ei + 1);
 		memcpy(a, src, 4096);
 		memcpy(b, src + 4096, 8192);
 		memcpy(c + lb % 4096, src + 12288, 4096 - lb % 4096);
 		memcpy(d, src + 12288 + 4096 - lb % 4096, lb % 4096);
 		struct iovec wiov[4] = {
-			{ a, 4096 },
-			{ b, 8192 },
-			{ c + lb % 4096, 4096 - lb % 4096 },
-			{ d, lb % 4096 },
+		    {a, 4096},
+		    {b, 8192},
+		    {c + lb % 4096, 4096 - lb % 4096},
+		    {d, lb % 4096},
 		};
 		tio_set(&io, TARGET_OP_WRITE, off, 16384, wiov, 4, &r);
 		CU_ASSERT_EQUAL(run_io(q, &io), 0);
@@ -233,8 +234,8 @@ static void test_rw_iovecs(void)
 		CU_ASSERT_EQUAL(run_rw(q, TARGET_OP_READ, off, dst, 16384), 0);
 		CU_ASSERT(memcmp(dst, src, 16384) == 0);
 		memset(dst, 0, 16384);
-		struct iovec riov[3] = { { dst, 8192 + lb }, { dst + 8192 + lb, 4096 - lb },
-					 { dst + 12288, 4096 } };
+		struct iovec riov[3] = {
+		    {dst, 8192 + lb}, {dst + 8192 + lb, 4096 - lb}, {dst + 12288, 4096}};
 		tio_set(&io, TARGET_OP_READ, off, 16384, riov, 3, &r);
 		CU_ASSERT_EQUAL(run_io(q, &io), 0);
 		CU_ASSERT(memcmp(dst, src, 16384) == 0);
@@ -266,7 +267,7 @@ static void test_flush(void)
 		struct target_io wio, fio;
 		struct done_rec wr, fr;
 		uint8_t *buf = abuf(65536), *chk = abuf(65536);
-		struct iovec iov = { buf, 65536 };
+		struct iovec iov = {buf, 65536};
 		struct target_info info;
 		int fd;
 
@@ -356,7 +357,7 @@ static void test_discard(void)
 		CU_ASSERT_EQUAL(run_op(q, TARGET_OP_DISCARD, 100, 4096), -EINVAL);
 		CU_ASSERT_EQUAL(run_op(q, TARGET_OP_DISCARD, 0, 0), -EINVAL);
 		CU_ASSERT_EQUAL(run_op(q, TARGET_OP_DISCARD, 4 << 20, 4096), -EINVAL);
-out:
+	out:
 		target_queue_close(q);
 		target_close(t);
 		free(buf);
@@ -459,8 +460,9 @@ static void test_backpressure(void)
 		int sum = 0;
 
 		for (int i = 0; i < 5; i++) {
-			iov[i] = (struct iovec){ buf + i * 4096, 4096 };
-			tio_set(&io[i], TARGET_OP_READ, (uint64_t)i * 4096, 4096, &iov[i], 1, &r[i]);
+			iov[i] = (struct iovec){buf + i * 4096, 4096};
+			tio_set(&io[i], TARGET_OP_READ, (uint64_t)i * 4096, 4096, &iov[i], 1,
+				&r[i]);
 		}
 		for (int i = 0; i < 4; i++)
 			CU_ASSERT_EQUAL(target_submit(q, &io[i]), 0);
@@ -526,9 +528,9 @@ static void check_direct(const char *path, unsigned ei)
 	CU_ASSERT(info.physical_block >= info.logical_block);
 	if (info.direct && statx(AT_FDCWD, path, 0, STATX_DIOALIGN, &sx) == 0 &&
 	    (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align) {
-		uint32_t want = sx.stx_dio_offset_align > sx.stx_dio_mem_align ?
-					sx.stx_dio_offset_align :
-					sx.stx_dio_mem_align;
+		uint32_t want = sx.stx_dio_offset_align > sx.stx_dio_mem_align
+				    ? sx.stx_dio_offset_align
+				    : sx.stx_dio_mem_align;
 
 		CU_ASSERT_EQUAL(info.logical_block, want < 512 ? 512 : want);
 	}
@@ -563,14 +565,14 @@ static void test_direct_detect(void)
 	tpath(path, sizeof(path), "direct.img");
 	mkfile(path, 1 << 20);
 	FOR_EACH_ENGINE(ei)
-		check_direct(path, ei);
+	check_direct(path, ei);
 
 	/* tmpfs: O_DIRECT only on kernels that accept it there (6.6+), else buffered. */
 	if (stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && access("/dev/shm", W_OK) == 0) {
 		snprintf(path, sizeof(path), "/dev/shm/sluice-raw-%d.img", (int)getpid());
 		mkfile(path, 1 << 20);
 		FOR_EACH_ENGINE(ei)
-			check_direct(path, ei);
+		check_direct(path, ei);
 		unlink(path);
 	} else {
 		printf("\n  (no writable /dev/shm: tmpfs fallback not exercised) ");
@@ -623,7 +625,7 @@ static void test_validation(void)
 		struct target_queue *q = qopen(t, 4);
 		uint32_t lb = lb_of(t);
 		uint8_t *buf = abuf(8192);
-		struct iovec iov[2] = { { buf, 4096 }, { buf + 4096, 4096 } };
+		struct iovec iov[2] = {{buf, 4096}, {buf + 4096, 4096}};
 		struct target_io io;
 		struct done_rec r;
 
@@ -724,7 +726,7 @@ struct fake_eng {
 
 static uint64_t fake_cap;
 static unsigned fake_eagain;
-static int fake_eof;      /**< answer every transfer with 0 bytes */
+static int fake_eof; /**< answer every transfer with 0 bytes */
 static unsigned fake_calls;
 
 static int fake_open(int fd, int efd, uint32_t depth, struct ioeng **out)
@@ -760,7 +762,7 @@ static int fake_prep(struct ioeng *e, uint32_t tag, enum ioeng_op op, const stru
 	(void)len;
 	if (f->n == 64)
 		return -EAGAIN;
-	f->ops[f->n++] = (struct fake_op){ tag, op, iov, iovcnt, off, 0 };
+	f->ops[f->n++] = (struct fake_op){tag, op, iov, iovcnt, off, 0};
 	return 0;
 }
 
@@ -834,22 +836,22 @@ static int fake_reap(struct ioeng *e, int wait, ioeng_cb_fn *cb, void *arg)
 			room -= cut[nc].iov_len;
 			nc++;
 		}
-		res = o->op == IOENG_READV ? preadv(f->fd, cut, (int)nc, (off_t)o->off) :
-					     pwritev(f->fd, cut, (int)nc, (off_t)o->off);
+		res = o->op == IOENG_READV ? preadv(f->fd, cut, (int)nc, (off_t)o->off)
+					   : pwritev(f->fd, cut, (int)nc, (off_t)o->off);
 		cb(arg, o->tag, res < 0 ? -errno : res);
 	}
 	return (int)nd;
 }
 
 static const struct ioeng_ops fake_ops = {
-	.name = "fake",
-	.open = fake_open,
-	.close = fake_close,
-	.supports = fake_supports,
-	.prep = fake_prep,
-	.commit = fake_commit,
-	.pending = fake_pending,
-	.reap = fake_reap,
+    .name = "fake",
+    .open = fake_open,
+    .close = fake_close,
+    .supports = fake_supports,
+    .prep = fake_prep,
+    .commit = fake_commit,
+    .pending = fake_pending,
+    .reap = fake_reap,
 };
 
 static void test_short_transfers(void)
@@ -860,8 +862,8 @@ static void test_short_transfers(void)
 	struct target_io io;
 	struct done_rec r;
 	uint8_t *src = abuf(3 * 4096), *dst = abuf(3 * 4096);
-	struct iovec wiov[3] = { { src, 4096 }, { src + 4096, 512 }, { src + 4608, 7680 } };
-	struct iovec riov[2] = { { dst, 1536 }, { dst + 1536, 10752 } };
+	struct iovec wiov[3] = {{src, 4096}, {src + 4096, 512}, {src + 4608, 7680}};
+	struct iovec riov[2] = {{dst, 1536}, {dst + 1536, 10752}};
 
 	tpath(path, sizeof(path), "short.img");
 	mkfile(path, 1 << 20);
@@ -942,10 +944,10 @@ static void test_queue_fd(void)
 		struct target *t = topen(path, ei, 0, 0);
 		struct target_queue *q = qopen(t, 4);
 		uint8_t *buf = abuf(4096);
-		struct iovec iov = { buf, 4096 };
+		struct iovec iov = {buf, 4096};
 		struct target_io io;
 		struct done_rec r;
-		struct pollfd pfd = { .fd = target_queue_fd(q), .events = POLLIN };
+		struct pollfd pfd = {.fd = target_queue_fd(q), .events = POLLIN};
 
 		CU_ASSERT(pfd.fd >= 0);
 		CU_ASSERT_EQUAL(poll(&pfd, 1, 0), 0);
@@ -973,10 +975,10 @@ static void test_queue_fd(void)
 
 /* ---- many random concurrent I/Os against a shadow copy ---- */
 
-#define MIX_FILE (8u << 20)
-#define MIX_BLK 4096u
-#define MIX_NBLK (MIX_FILE / MIX_BLK)
-#define MIX_QD 32
+#define MIX_FILE   (8u << 20)
+#define MIX_BLK	   4096u
+#define MIX_NBLK   (MIX_FILE / MIX_BLK)
+#define MIX_QD	   32
 #define MIX_MAXBLK 16
 
 struct mix_req {
@@ -1046,12 +1048,11 @@ static int mix_start(struct mix *m, struct target_queue *q, struct mix_req *rq, 
 	} else {
 		rq->io.op = kind < 50 ? TARGET_OP_WRITE : TARGET_OP_READ;
 		while (pos < len) {
-			uint64_t piece = n == 7 ? len - pos :
-						  lb * (1 + mix_rand(m) % (len / lb));
+			uint64_t piece = n == 7 ? len - pos : lb * (1 + mix_rand(m) % (len / lb));
 
 			if (piece > len - pos)
 				piece = len - pos;
-			rq->iov[n++] = (struct iovec){ rq->buf + pos, piece };
+			rq->iov[n++] = (struct iovec){rq->buf + pos, piece};
 			pos += piece;
 		}
 		rq->io.iov = rq->iov;
@@ -1145,7 +1146,7 @@ static int loop_attach(const char *file, char *dev, size_t len, int *lfd_out)
 	}
 	/* Other tests may race us for the free device: take another one on EBUSY. */
 	for (int tries = 0; tries < 16; tries++) {
-		struct loop_config cfg = { .fd = (uint32_t)bfd, .block_size = 512 };
+		struct loop_config cfg = {.fd = (uint32_t)bfd, .block_size = 512};
 		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
 
 		if (n < 0) {
@@ -1212,7 +1213,8 @@ static void test_blkdev(void)
 		CU_ASSERT(memcmp(buf, rd, 65536) == 0);
 		CU_ASSERT_EQUAL(run_rw(q, TARGET_OP_READ, 16 << 20, rd, 4096), -EINVAL);
 		if (info.discard_granularity) {
-			/* BLKDISCARD: the data may read back as zeros or old data; it must succeed. */
+			/* BLKDISCARD: the data may read back as zeros or old data; it must succeed.
+			 */
 			CU_ASSERT_EQUAL(run_op(q, TARGET_OP_DISCARD, 1 << 20, 65536), 0);
 			CU_ASSERT_EQUAL(run_rw(q, TARGET_OP_READ, 1 << 20, rd, 65536), 0);
 		}
@@ -1243,22 +1245,22 @@ static void test_blkdev(void)
 }
 
 static CU_TestInfo tests[] = {
-	{ "engine_parse", test_engine_parse },
-	{ "open_errors", test_open_errors },
-	{ "rw_iovecs", test_rw_iovecs },
-	{ "flush", test_flush },
-	{ "discard", test_discard },
-	{ "resize", test_resize },
-	{ "backpressure", test_backpressure },
-	{ "direct_detect", test_direct_detect },
-	{ "readonly", test_readonly },
-	{ "validation", test_validation },
-	{ "file_end", test_file_end },
-	{ "short_transfers", test_short_transfers },
-	{ "queue_fd", test_queue_fd },
-	{ "random_mix", test_random_mix },
-	{ "blkdev", test_blkdev },
-	CU_TEST_INFO_NULL,
+    {"engine_parse", test_engine_parse},
+    {"open_errors", test_open_errors},
+    {"rw_iovecs", test_rw_iovecs},
+    {"flush", test_flush},
+    {"discard", test_discard},
+    {"resize", test_resize},
+    {"backpressure", test_backpressure},
+    {"direct_detect", test_direct_detect},
+    {"readonly", test_readonly},
+    {"validation", test_validation},
+    {"file_end", test_file_end},
+    {"short_transfers", test_short_transfers},
+    {"queue_fd", test_queue_fd},
+    {"random_mix", test_random_mix},
+    {"blkdev", test_blkdev},
+    CU_TEST_INFO_NULL,
 };
 
 TEST_SUITE("target_raw", NULL, NULL, tests)
