@@ -71,12 +71,25 @@ struct bf_ureq {
 	struct bf_seg segs[BLKFRONT_MAX_SEGS];
 };
 
-/* Shadow of one ring entry: which request part it carries and the grant refs reserved for it. */
+/* Grant refs a slot may hold for one request: its data pages and its indirect pages. */
+#define BF_SLOT_GREFS (BLKFRONT_MAX_SEGS + BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST)
+/* Segments one indirect page holds. */
+#define BF_SEGS_PER_IND_PAGE (HV_PAGE_SIZE / sizeof(struct blkif_request_segment))
+
+/* Shadow of one ring entry: which request part it carries and what to end when it completes. */
 struct bf_slot {
 	struct bf_ureq *ureq; /* NULL when free */
-	uint8_t op;           /* operation sent, checked against the response */
-	uint8_t nr_granted;   /* gref[0 .. nr_granted) are granted now */
-	grant_ref_t gref[BF_NSEG];
+	uint8_t op;           /* operation on the ring (BLKIF_OP_INDIRECT for an indirect one) */
+	uint8_t ind_op;       /* the READ or WRITE an indirect request carries */
+	uint16_t nr_granted;  /* gref[0 .. nr_granted): granted for this request only */
+	grant_ref_t *gref;    /* BF_SLOT_GREFS entries in bf_ring.gref_store */
+};
+
+/* A page that keeps its grant across requests (persistent grants). */
+struct bf_pgnt {
+	uint32_t frame;
+	grant_ref_t gref;
+	int32_t next; /* hash chain, -1 ends it */
 };
 
 struct bf_ring {
@@ -87,11 +100,24 @@ struct bf_ring {
 	evtchn_port_t port;
 	bool port_valid;
 	struct bf_slot *slots;                   /* RING_SIZE */
+	grant_ref_t *gref_store;                 /* nr_slots * BF_SLOT_GREFS */
 	uint16_t *free;                          /* stack of free slot indices */
 	unsigned int nr_free;
 	unsigned int nr_slots;
 	bool dirty;                              /* requests queued since the last kick */
 	bool leaked;                             /* backend kept the ring mapped: frames not reused */
+
+	/* Indirect descriptors: ind_ipp pages per slot from ind_frame (none when ind_ipp is 0). */
+	uint32_t ind_frame;
+	unsigned int ind_ipp;
+	grant_ref_t *ind_pgref;                  /* persistent mode: their stable grants */
+
+	/* Persistent grants: frame -> ref, at most BLKFRONT_PERSISTENT_PER_RING, never evicted
+	 * while connected (the backend keeps them mapped: that is the point). */
+	struct bf_pgnt *pg;
+	unsigned int pg_n;
+	int32_t *pg_hash;
+	unsigned int pg_mask;
 };
 
 struct blkfront {
@@ -120,6 +146,9 @@ struct blkfront {
 	unsigned int nr_rings;
 	struct bf_ring rings[BLKFRONT_MAX_QUEUES];
 	unsigned int next_ring;
+
+	grant_ref_t *gpool;       /* refs granted to nobody, reused before allocating new ones */
+	unsigned int gpool_n, gpool_cap;
 
 	struct bf_ureq *ureqs;
 	unsigned int nr_ureqs;
@@ -294,28 +323,158 @@ static void bf_ureq_complete(struct blkfront *bf, struct bf_ureq *u)
 	bf->opts.done(bf->opts.arg, id, status);
 }
 
-/* End the grants of a slot. A grant the backend still maps cannot be ended: that ref is given
- * up (not reused while mapped) and replaced by a fresh one, as Linux defers such refs. */
-static int bf_slot_end_grants(struct blkfront *bf, struct bf_slot *s)
+/*
+ * ---- grant refs ----
+ */
+
+/* A grant ref to use: a pooled one, else a new one from the guest's table (-ENOSPC if full). */
+static int bf_gref_get(struct blkfront *bf, grant_ref_t *ref)
+{
+	if (bf->gpool_n) {
+		*ref = bf->gpool[--bf->gpool_n];
+		return 0;
+	}
+	return hv_guest_alloc_gref(bf->hv, ref);
+}
+
+/* Return an ended (not granted) ref to the pool; the pool only grows to the high-water mark. */
+static void bf_gref_put(struct blkfront *bf, grant_ref_t ref)
+{
+	if (bf->gpool_n == bf->gpool_cap) {
+		unsigned int cap = bf->gpool_cap ? 2 * bf->gpool_cap : 256;
+		grant_ref_t *n = realloc(bf->gpool, cap * sizeof(*n));
+
+		if (!n) {
+			hv_guest_free_gref(bf->hv, ref);
+			return;
+		}
+		bf->gpool = n;
+		bf->gpool_cap = cap;
+	}
+	bf->gpool[bf->gpool_n++] = ref;
+}
+
+/*
+ * End a grant and recycle its ref. A grant the backend still maps cannot be ended: its ref is
+ * given up (the sim parks a ref freed while mapped until the mapping goes away, as Linux
+ * defers such refs) and -EBUSY tells the caller the page may still be touched.
+ */
+static int bf_gref_end(struct blkfront *bf, grant_ref_t ref)
+{
+	int err = hv_guest_end_access(bf->hv, ref);
+
+	if (!err) {
+		bf_gref_put(bf, ref);
+		return 0;
+	}
+	LOG_RATELIMITED(&bf->rl, LOG_LVL_ERR,
+			"d%u/%s: grant %u still in use by the backend (%s); leaving it", bf->domid,
+			bf->name, ref, hv_strerror(err));
+	hv_guest_free_gref(bf->hv, ref);
+	return -EBUSY;
+}
+
+/*
+ * End the per-request grants of a slot on ring @r. With persistent grants a backend may keep any
+ * grant mapped (Linux blkback keeps up to its own limit): a grant still mapped is then the
+ * backend's choice, not an error, and its ref is given up until the backend lets go (as Linux
+ * blkfront moves such grants to its persistent list). Without them it is a backend bug: -EIO,
+ * since the backend may still touch the page.
+ */
+static int bf_slot_end_grants(struct blkfront *bf, struct bf_ring *r, struct bf_slot *s)
 {
 	int ret = 0;
 
 	for (unsigned int i = 0; i < s->nr_granted; i++) {
-		int err = hv_guest_end_access(bf->hv, s->gref[i]);
-
-		if (!err)
-			continue;
-		LOG_RATELIMITED(&bf->rl, LOG_LVL_ERR,
-				"d%u/%s: grant %u still in use by the backend (%s); leaving it",
-				bf->domid, bf->name, s->gref[i], hv_strerror(err));
-		ret = -EIO;
-		/* Freed while mapped, the sim parks the ref until the mapping goes away. */
-		hv_guest_free_gref(bf->hv, s->gref[i]);
-		if (hv_guest_alloc_gref(bf->hv, &s->gref[i]))
-			s->gref[i] = BF_GREF_NONE;
+		if (r->pg) {
+			if (hv_guest_end_access(bf->hv, s->gref[i]))
+				hv_guest_free_gref(bf->hv, s->gref[i]); /* parked while mapped */
+			else
+				bf_gref_put(bf, s->gref[i]);
+		} else if (bf_gref_end(bf, s->gref[i])) {
+			ret = -EIO;
+		}
 	}
 	s->nr_granted = 0;
 	return ret;
+}
+
+static unsigned int bf_pg_bucket(const struct bf_ring *r, uint32_t frame)
+{
+	return (frame * 2654435761u) & r->pg_mask; /* Knuth's multiplicative hash */
+}
+
+static int bf_pg_find(const struct bf_ring *r, uint32_t frame)
+{
+	for (int32_t i = r->pg_hash[bf_pg_bucket(r, frame)]; i >= 0; i = r->pg[i].next)
+		if (r->pg[i].frame == frame)
+			return i;
+	return -1;
+}
+
+/*
+ * The grant ref for data page @frame of a request part in slot @s. Persistent: the page's
+ * standing grant, or a new read-write one that stays (while the ring has room for it). Else a
+ * grant for this request only (read-only when the backend only reads it), ended at completion.
+ */
+static int bf_data_gref(struct blkfront *bf, struct bf_ring *r, struct bf_slot *s,
+			uint32_t frame, bool ro, grant_ref_t *out)
+{
+	grant_ref_t ref;
+	int err;
+
+	if (r->pg) {
+		int i = bf_pg_find(r, frame);
+
+		if (i >= 0) {
+			*out = r->pg[i].gref;
+			return 0;
+		}
+		ro = false; /* the backend maps persistent grants read-write */
+	}
+	err = bf_gref_get(bf, &ref);
+	if (err)
+		return err;
+	err = hv_guest_grant(bf->hv, ref, bf->info.backend_id, frame, ro);
+	if (err) {
+		bf_gref_put(bf, ref);
+		return err;
+	}
+	if (r->pg && r->pg_n < BLKFRONT_PERSISTENT_PER_RING) {
+		unsigned int b = bf_pg_bucket(r, frame);
+
+		r->pg[r->pg_n] = (struct bf_pgnt){ frame, ref, r->pg_hash[b] };
+		r->pg_hash[b] = (int32_t)r->pg_n++;
+	} else {
+		s->gref[s->nr_granted++] = ref;
+	}
+	*out = ref;
+	return 0;
+}
+
+/* The grant ref for indirect page @k of slot @idx. */
+static int bf_ind_gref(struct blkfront *bf, struct bf_ring *r, struct bf_slot *s, unsigned int idx,
+		       unsigned int k, grant_ref_t *out)
+{
+	grant_ref_t ref;
+	int err;
+
+	if (r->ind_pgref) {
+		*out = r->ind_pgref[idx * r->ind_ipp + k];
+		return 0;
+	}
+	err = bf_gref_get(bf, &ref);
+	if (err)
+		return err;
+	err = hv_guest_grant(bf->hv, ref, bf->info.backend_id, r->ind_frame + idx * r->ind_ipp + k,
+			     1);
+	if (err) {
+		bf_gref_put(bf, ref);
+		return err;
+	}
+	s->gref[s->nr_granted++] = ref;
+	*out = ref;
+	return 0;
 }
 
 static struct bf_ring *bf_pick_ring(struct blkfront *bf, unsigned int parts)
@@ -335,14 +494,31 @@ static struct bf_ring *bf_pick_ring(struct blkfront *bf, unsigned int parts)
 	return best;
 }
 
+/* Pages one ring request carries for @u: 11 direct, or the negotiated indirect count. */
+static unsigned int bf_part_segs(const struct blkfront *bf, const struct bf_ureq *u)
+{
+	if (u->nr_segs <= BF_NSEG || bf->info.indirect_segs <= BF_NSEG)
+		return BF_NSEG;
+	return bf->info.indirect_segs;
+}
+
+static unsigned int bf_parts(const struct blkfront *bf, const struct bf_ureq *u)
+{
+	if (u->op != BLKIF_OP_READ && u->op != BLKIF_OP_WRITE)
+		return 1;
+	return bf_parts_for_segs(u->nr_segs, bf_part_segs(bf, u));
+}
+
 /*
- * Put @u on ring @r as one or more ring requests. All or nothing: on a grant failure the
- * parts already placed are taken back (they were not pushed yet).
+ * Put @u on ring @r as one or more ring requests (direct, or indirect when it has more pages
+ * than a direct request holds and indirect descriptors were negotiated). Each request is built
+ * in a local copy and copied onto the ring whole. All or nothing: on a failure the parts
+ * already placed are taken back (they were not pushed yet).
  */
 static int bf_place(struct blkfront *bf, struct bf_ring *r, struct bf_ureq *u)
 {
-	unsigned int parts = (u->op == BLKIF_OP_READ || u->op == BLKIF_OP_WRITE) ?
-				     bf_parts_for_segs(u->nr_segs) : 1;
+	unsigned int parts = bf_parts(bf, u);
+	unsigned int per = bf_part_segs(bf, u);
 	bool ro = u->op == BLKIF_OP_WRITE;
 	uint64_t sector = u->sector;
 	unsigned int seg = 0;
@@ -351,50 +527,77 @@ static int bf_place(struct blkfront *bf, struct bf_ring *r, struct bf_ureq *u)
 	int err = 0;
 
 	for (p = 0; p < parts; p++) {
+		union {
+			struct blkif_request rw;
+			struct blkif_request_discard d;
+			struct blkif_request_indirect ind;
+		} q;
 		uint16_t idx = r->free[--r->nr_free];
 		struct bf_slot *s = &r->slots[idx];
-		struct blkif_request *req = RING_GET_REQUEST(&r->fr, r->fr.req_prod_pvt + p);
+		struct blkif_request_segment *sv;
+		unsigned int n;
 
 		taken[p] = idx;
 		s->ureq = u;
 		s->op = u->op;
+		s->ind_op = 0;
 		s->nr_granted = 0;
+		memset(&q, 0, sizeof(q));
 		if (u->op == BLKIF_OP_DISCARD) {
-			struct blkif_request_discard *d = (struct blkif_request_discard *)req;
-
-			memset(d, 0, sizeof(*d));
-			d->operation = BLKIF_OP_DISCARD;
-			d->handle = (blkif_vdev_t)bf->devid;
-			d->id = idx;
-			d->sector_number = u->sector;
-			d->nr_sectors = u->nr_sectors;
-			continue;
+			q.d.operation = BLKIF_OP_DISCARD;
+			q.d.handle = (blkif_vdev_t)bf->devid;
+			q.d.id = idx;
+			q.d.sector_number = u->sector;
+			q.d.nr_sectors = u->nr_sectors;
+			goto copy;
 		}
-		req->operation = u->op;
-		req->handle = (blkif_vdev_t)bf->devid;
-		req->id = idx;
-		req->sector_number = sector;
-		req->nr_segments = 0;
-		for (unsigned int i = 0; i < BF_NSEG && seg < u->nr_segs; i++, seg++) {
+		if (u->op == BLKIF_OP_FLUSH_DISKCACHE) {
+			q.rw.operation = BLKIF_OP_FLUSH_DISKCACHE;
+			q.rw.handle = (blkif_vdev_t)bf->devid;
+			q.rw.id = idx;
+			goto copy;
+		}
+		n = u->nr_segs - seg < per ? u->nr_segs - seg : per;
+		if (n > BF_NSEG) {
+			/* The segments go in the slot's indirect pages, in guest memory. */
+			sv = (struct blkif_request_segment *)(bf->mem + (size_t)(r->ind_frame +
+									  idx * r->ind_ipp) *
+									 HV_PAGE_SIZE);
+			s->op = BLKIF_OP_INDIRECT;
+			s->ind_op = u->op;
+			q.ind.operation = BLKIF_OP_INDIRECT;
+			q.ind.indirect_op = u->op;
+			q.ind.nr_segments = (uint16_t)n;
+			q.ind.id = idx;
+			q.ind.sector_number = sector;
+			q.ind.handle = (blkif_vdev_t)bf->devid;
+		} else {
+			sv = q.rw.seg;
+			q.rw.operation = u->op;
+			q.rw.nr_segments = (uint8_t)n;
+			q.rw.handle = (blkif_vdev_t)bf->devid;
+			q.rw.id = idx;
+			q.rw.sector_number = sector;
+		}
+		for (unsigned int i = 0; i < n; i++, seg++) {
 			const struct bf_seg *sg = &u->segs[seg];
+			grant_ref_t ref;
 
-			if (s->gref[i] == BF_GREF_NONE) {
-				err = hv_guest_alloc_gref(bf->hv, &s->gref[i]);
-				if (err) {
-					s->gref[i] = BF_GREF_NONE;
-					goto undo;
-				}
-			}
-			err = hv_guest_grant(bf->hv, s->gref[i], bf->info.backend_id, sg->frame, ro);
+			err = bf_data_gref(bf, r, s, sg->frame, ro, &ref);
 			if (err)
 				goto undo;
-			s->nr_granted = (uint8_t)(i + 1);
-			req->seg[i].gref = s->gref[i];
-			req->seg[i].first_sect = sg->first_sect;
-			req->seg[i].last_sect = sg->last_sect;
-			req->nr_segments = (uint8_t)(i + 1);
+			sv[i].gref = ref;
+			sv[i].first_sect = sg->first_sect;
+			sv[i].last_sect = sg->last_sect;
 			sector += (uint64_t)(sg->last_sect - sg->first_sect + 1);
 		}
+		for (unsigned int k = 0; n > BF_NSEG && k * BF_SEGS_PER_IND_PAGE < n; k++) {
+			err = bf_ind_gref(bf, r, s, idx, k, &q.ind.indirect_grefs[k]);
+			if (err)
+				goto undo;
+		}
+copy:
+		memcpy(RING_GET_REQUEST(&r->fr, r->fr.req_prod_pvt + p), &q, sizeof(q.rw));
 	}
 	r->fr.req_prod_pvt += parts;
 	u->parts_out = (uint16_t)parts;
@@ -405,12 +608,13 @@ undo:
 	for (unsigned int q = 0; q <= p; q++) {
 		struct bf_slot *s = &r->slots[taken[q]];
 
-		bf_slot_end_grants(bf, s);
+		bf_slot_end_grants(bf, r, s);
 		s->ureq = NULL;
 		r->free[r->nr_free++] = taken[q];
 	}
-	LOG_RATELIMITED(&bf->rl, LOG_LVL_ERR, "d%u/%s: cannot grant a data page: %s", bf->domid,
-			bf->name, hv_strerror(err));
+	if (err != -ENOSPC)
+		LOG_RATELIMITED(&bf->rl, LOG_LVL_ERR, "d%u/%s: cannot grant a page: %s", bf->domid,
+				bf->name, hv_strerror(err));
 	return err;
 }
 
@@ -419,19 +623,27 @@ static void bf_dispatch(struct blkfront *bf)
 {
 	while (bf->connected && bf->held_head) {
 		struct bf_ureq *u = bf->held_head;
-		unsigned int parts = (u->op == BLKIF_OP_READ || u->op == BLKIF_OP_WRITE) ?
-					     bf_parts_for_segs(u->nr_segs) : 1;
-		struct bf_ring *r = bf_pick_ring(bf, parts);
+		struct bf_ring *r = bf_pick_ring(bf, bf_parts(bf, u));
+		int err;
 
 		if (!r)
 			break;
 		bf->held_head = u->next;
 		if (!bf->held_head)
 			bf->held_tail = NULL;
-		if (bf_place(bf, r, u)) {
-			u->status = -EIO;
-			bf_ureq_complete(bf, u);
+		err = bf_place(bf, r, u);
+		if (!err)
+			continue;
+		if (err == -ENOSPC && r->nr_free < r->nr_slots) {
+			/* The grant table is full: completions will give refs back. Backpressure. */
+			u->next = bf->held_head;
+			bf->held_head = u;
+			if (!bf->held_tail)
+				bf->held_tail = u;
+			break;
 		}
+		u->status = err == -ENOSPC ? -ENOSPC : -EIO;
+		bf_ureq_complete(bf, u);
 	}
 }
 
@@ -618,7 +830,9 @@ static int bf_reap_ring(struct blkfront *bf, struct bf_ring *r)
 
 			RING_COPY_RESPONSE(&r->fr, i, &rsp);
 			if (rsp.id >= r->nr_slots || !r->slots[rsp.id].ureq ||
-			    r->slots[rsp.id].op != rsp.operation) {
+			    (r->slots[rsp.id].op != rsp.operation &&
+			     !(r->slots[rsp.id].op == BLKIF_OP_INDIRECT &&
+			       rsp.operation == r->slots[rsp.id].ind_op))) {
 				LOG_RATELIMITED(&bf->rl, LOG_LVL_ERR,
 						"d%u/%s: response with bad id %" PRIu64
 						" or operation %u ignored",
@@ -628,7 +842,7 @@ static int bf_reap_ring(struct blkfront *bf, struct bf_ring *r)
 			s = &r->slots[rsp.id];
 			u = s->ureq;
 			st = bf_status(rsp.status);
-			if (bf_slot_end_grants(bf, s) && !st)
+			if (bf_slot_end_grants(bf, r, s) && !st)
 				st = -EIO;
 			s->ureq = NULL;
 			r->free[r->nr_free++] = (uint16_t)rsp.id;
@@ -661,15 +875,87 @@ static int bf_reap_ring(struct blkfront *bf, struct bf_ring *r)
  * ---- rings ----
  */
 
+/* Give back what bf_ring_extras() set up: persistent grants and indirect pages. */
+static void bf_ring_extras_free(struct blkfront *bf, struct bf_ring *r)
+{
+	bool busy = false;
+
+	for (unsigned int i = 0; r->pg && i < r->pg_n; i++)
+		bf_gref_end(bf, r->pg[i].gref);
+	free(r->pg);
+	free(r->pg_hash);
+	r->pg = NULL;
+	r->pg_hash = NULL;
+	r->pg_n = 0;
+	for (unsigned int i = 0; r->ind_pgref && i < r->nr_slots * r->ind_ipp; i++)
+		if (r->ind_pgref[i] != BF_GREF_NONE && bf_gref_end(bf, r->ind_pgref[i]))
+			busy = true;
+	free(r->ind_pgref);
+	r->ind_pgref = NULL;
+	if (r->ind_ipp && !busy)
+		hv_guest_free_frames(bf->hv, r->ind_frame, r->nr_slots * r->ind_ipp);
+	r->ind_ipp = 0;
+}
+
+/*
+ * Set up indirect pages (@ind_segs > 11) and the persistent grant table (@persistent) of a ring
+ * after the backend connected (Linux blkfront does this in blkfront_setup_indirect).
+ */
+static int bf_ring_extras(struct blkfront *bf, struct bf_ring *r, unsigned int ind_segs,
+			  bool persistent)
+{
+	int err;
+
+	if (ind_segs > BF_NSEG) {
+		unsigned int ipp = (ind_segs + BF_SEGS_PER_IND_PAGE - 1) / BF_SEGS_PER_IND_PAGE;
+
+		err = hv_guest_alloc_frames(bf->hv, r->nr_slots * ipp, &r->ind_frame);
+		if (err)
+			return err;
+		r->ind_ipp = ipp;
+		if (persistent) {
+			/* Stable grants: the backend keeps indirect pages mapped like data. */
+			r->ind_pgref = calloc((size_t)r->nr_slots * ipp, sizeof(*r->ind_pgref));
+			if (!r->ind_pgref)
+				return -ENOMEM;
+			for (unsigned int i = 0; i < r->nr_slots * ipp; i++)
+				r->ind_pgref[i] = BF_GREF_NONE;
+			for (unsigned int i = 0; i < r->nr_slots * ipp; i++) {
+				grant_ref_t ref;
+
+				err = bf_gref_get(bf, &ref);
+				if (err)
+					return err;
+				err = hv_guest_grant(bf->hv, ref, bf->info.backend_id,
+						     r->ind_frame + i, 0);
+				if (err) {
+					bf_gref_put(bf, ref);
+					return err;
+				}
+				r->ind_pgref[i] = ref;
+			}
+		}
+	}
+	if (persistent) {
+		unsigned int buckets = 1;
+
+		while (buckets < 2 * BLKFRONT_PERSISTENT_PER_RING)
+			buckets <<= 1;
+		r->pg = calloc(BLKFRONT_PERSISTENT_PER_RING, sizeof(*r->pg));
+		r->pg_hash = malloc(buckets * sizeof(*r->pg_hash));
+		if (!r->pg || !r->pg_hash)
+			return -ENOMEM;
+		memset(r->pg_hash, 0xff, buckets * sizeof(*r->pg_hash)); /* all -1: empty */
+		r->pg_mask = buckets - 1;
+	}
+	return 0;
+}
+
 static void bf_ring_free(struct blkfront *bf, struct bf_ring *r)
 {
-	if (r->slots) {
-		for (unsigned int i = 0; i < r->nr_slots; i++)
-			for (unsigned int j = 0; j < BF_NSEG; j++)
-				if (r->slots[i].gref[j] != BF_GREF_NONE)
-					hv_guest_free_gref(bf->hv, r->slots[i].gref[j]);
-	}
+	bf_ring_extras_free(bf, r);
 	free(r->slots);
+	free(r->gref_store);
 	free(r->free);
 	for (unsigned int p = 0; p < r->nr_pages; p++) {
 		if (r->ring_gref[p] == BF_GREF_NONE)
@@ -678,6 +964,7 @@ static void bf_ring_free(struct blkfront *bf, struct bf_ring *r)
 			/* The backend still maps the ring: neither the page nor the ref may be
 			 * reused, or its late writes would land in someone else's memory. */
 			r->leaked = true;
+			hv_guest_free_gref(bf->hv, r->ring_gref[p]);
 			continue;
 		}
 		hv_guest_free_gref(bf->hv, r->ring_gref[p]);
@@ -712,22 +999,12 @@ static int bf_ring_alloc(struct blkfront *bf, struct bf_ring *r, unsigned int or
 	r->nr_slots = RING_SIZE(&r->fr);
 
 	r->slots = calloc(r->nr_slots, sizeof(*r->slots));
+	r->gref_store = calloc((size_t)r->nr_slots * BF_SLOT_GREFS, sizeof(*r->gref_store));
 	r->free = calloc(r->nr_slots, sizeof(*r->free));
-	if (!r->slots || !r->free)
+	if (!r->slots || !r->gref_store || !r->free)
 		return -ENOMEM;
-	for (unsigned int i = 0; i < r->nr_slots; i++)
-		for (unsigned int j = 0; j < BF_NSEG; j++)
-			r->slots[i].gref[j] = BF_GREF_NONE;
-	/* Reserve every slot's refs now, so the I/O path never allocates (and a full grant
-	 * table shows up here, as a clear error, not as stalls later). */
 	for (unsigned int i = 0; i < r->nr_slots; i++) {
-		for (unsigned int j = 0; j < BF_NSEG; j++) {
-			err = hv_guest_alloc_gref(bf->hv, &r->slots[i].gref[j]);
-			if (err) {
-				r->slots[i].gref[j] = BF_GREF_NONE;
-				return err;
-			}
-		}
+		r->slots[i].gref = r->gref_store + (size_t)i * BF_SLOT_GREFS;
 		r->free[r->nr_free++] = (uint16_t)(r->nr_slots - 1 - i);
 	}
 	for (unsigned int p = 0; p < r->nr_pages; p++) {
@@ -770,7 +1047,7 @@ static void bf_rings_down(struct blkfront *bf)
 
 			if (!u)
 				continue;
-			bf_slot_end_grants(bf, s);
+			bf_slot_end_grants(bf, r, s);
 			s->ureq = NULL;
 			/* A request split over several slots is requeued once, whole. */
 			if (u->parts_out) {
@@ -905,7 +1182,8 @@ static int bf_talk_to_backend(struct blkfront *bf)
 			ok = ok && bf_printf_write(bf, t, key, "%u", r->port);
 		}
 		ok = ok && bf_printf_write(bf, t, "protocol", "%s", XEN_IO_PROTO_ABI_X86_64);
-		ok = ok && bf_printf_write(bf, t, "feature-persistent", "%u", 0u);
+		ok = ok && bf_printf_write(bf, t, "feature-persistent", "%u",
+					   bf->opts.persistent ? 1u : 0u);
 		ok = ok && bf_printf_write(bf, t, "state", "%d", (int)XenbusStateInitialised);
 		if (!ok) {
 			err = -(errno ? errno : EIO);
@@ -1001,6 +1279,28 @@ static int bf_connect(struct blkfront *bf)
 	if (!first && in.sectors != bf->info.sectors)
 		log_info("d%u/%s: capacity %" PRIu64 " -> %" PRIu64 " sectors after reconnect",
 			 bf->domid, bf->name, bf->info.sectors, in.sectors);
+	/* Indirect descriptors and persistent grants: both ends must want them. */
+	in.indirect_segs = bf->opts.indirect_segs;
+	if (in.indirect_segs > in.max_indirect_segs)
+		in.indirect_segs = in.max_indirect_segs;
+	if (in.indirect_segs > BLKFRONT_MAX_SEGS)
+		in.indirect_segs = BLKFRONT_MAX_SEGS;
+	if (in.indirect_segs <= BF_NSEG)
+		in.indirect_segs = 0;
+	in.persistent = bf->opts.persistent && in.backend_persistent;
+	for (unsigned int i = 0; i < bf->nr_rings; i++) {
+		err = bf_ring_extras(bf, &bf->rings[i], in.indirect_segs, in.persistent);
+		if (err) {
+			log_warn("d%u/%s: no memory or grants for indirect descriptors / persistent "
+				 "grants (%s); using neither",
+				 bf->domid, bf->name, hv_strerror(err));
+			for (unsigned int j = 0; j <= i; j++)
+				bf_ring_extras_free(bf, &bf->rings[j]);
+			in.indirect_segs = 0;
+			in.persistent = false;
+			break;
+		}
+	}
 	err = bf_set_state(bf, XenbusStateConnected);
 	if (err)
 		return err;
@@ -1015,10 +1315,11 @@ static int bf_connect(struct blkfront *bf)
 			bf->opts.resized(bf->opts.arg, old, in.sectors);
 	}
 	log_info("d%u/%s: connected: %" PRIu64 " sectors of 512 B, sector size %u, %u queue(s) of "
-		 "%u slots%s%s%s",
+		 "%u slots, %u segments per request%s%s%s%s",
 		 bf->domid, bf->name, in.sectors, in.sector_size, in.nr_queues, in.ring_slots,
-		 in.flush ? ", flush" : "", in.discard ? ", discard" : "",
-		 in.readonly ? ", read-only" : "");
+		 in.indirect_segs ? in.indirect_segs : BF_NSEG,
+		 in.indirect_segs ? " (indirect)" : "", in.persistent ? ", persistent grants" : "",
+		 in.flush ? ", flush" : "", in.discard ? ", discard" : "");
 	bf_dispatch(bf);
 	return blkfront_kick(bf);
 }
@@ -1252,6 +1553,9 @@ static void bf_free(struct blkfront *bf)
 		hv_evtchn_close(bf->evt);
 	if (bf->epfd >= 0)
 		close(bf->epfd);
+	for (unsigned int i = 0; i < bf->gpool_n; i++)
+		hv_guest_free_gref(bf->hv, bf->gpool[i]);
+	free(bf->gpool);
 	free(bf->ureqs);
 	free(bf);
 }

@@ -14,16 +14,25 @@
  * must still be multiples of that logical size.
  *
  * Memory: data buffers must lie in the guest's memory (hv_guest_mem(); allocate them with
- * hv_guest_alloc_frames()). Each data page is granted to the backend for the life of the
- * request, read-only for writes, and access is ended when its response arrives: the backend
- * reads and writes the caller's pages in place, nothing is copied on either side. The buffer
- * must not be changed (write) or read (read) until the request's completion callback ran.
+ * hv_guest_alloc_frames()). The backend reads and writes the caller's pages in place: nothing is
+ * copied on either side. The buffer must not be changed (write) or read (read) until the
+ * request's completion callback ran. Without persistent grants each data page is granted for
+ * the life of the request (read-only for writes) and access is ended when its response arrives.
+ * With persistent grants (blkfront_opts.persistent, and the backend offers feature-persistent)
+ * a page keeps its grant (read-write) after the request, so the backend keeps it mapped and the
+ * next request on the same page costs no grant work at all, as with Linux blkfront; at most
+ * BLKFRONT_PERSISTENT_PER_RING pages per ring are kept, beyond that pages are granted per
+ * request. Persistent grants end when the device disconnects. Caller pages stay granted that
+ * long: free them (hv_guest_free_frames) only after blkfront_close.
  *
- * Requests: a read or write may carry up to BLKFRONT_MAX_SEGS pages. One blkif request holds at
- * most BLKIF_MAX_SEGMENTS_PER_REQUEST (11) pages, so a larger request is SPLIT into several ring
- * requests on the same ring (like Linux's block layer splitting at max_segments); the caller
- * still gets exactly one completion, after every part completed, with the first error any part
- * returned. A request beyond BLKFRONT_MAX_SEGS pages is refused with -E2BIG.
+ * Requests: a read or write may carry up to BLKFRONT_MAX_SEGS pages. A direct blkif request
+ * holds at most BLKIF_MAX_SEGMENTS_PER_REQUEST (11) pages; with indirect descriptors
+ * (blkfront_opts.indirect_segs, and the backend's feature-max-indirect-segments) one
+ * BLKIF_OP_INDIRECT request holds up to the negotiated count. A request larger than one ring
+ * request holds is SPLIT into several ring requests on the same ring (like Linux's block layer
+ * splitting at max_segments); the caller still gets exactly one completion, after every part
+ * completed, with the first error any part returned. A request beyond BLKFRONT_MAX_SEGS pages is
+ * refused with -E2BIG.
  *
  * Thread model: a struct blkfront belongs to one thread at a time (no locks inside, like a
  * libxenevtchn handle). That thread submits, kicks, and calls blkfront_process() when
@@ -50,6 +59,9 @@
 
 /** Largest ring, as log2 of its pages: order 4 = 16 pages = 512 requests, as Linux. */
 #define BLKFRONT_MAX_RING_ORDER 4u
+
+/** Persistent grants kept per ring: Linux blkback's default max_persistent_grants. */
+#define BLKFRONT_PERSISTENT_PER_RING 1056u
 
 struct blkfront;
 
@@ -78,6 +90,11 @@ struct blkfront_opts {
 				       multi-queue-max-queues and to BLKFRONT_MAX_QUEUES */
 	unsigned int ring_order;  /**< log2 of pages per ring (0 = one page, 32 requests); clamped
 				       to the backend's max-ring-page-order */
+	unsigned int indirect_segs; /**< 0: direct requests only; else use BLKIF_OP_INDIRECT for
+				       requests over 11 pages, with up to this many pages each
+				       (clamped to feature-max-indirect-segments and
+				       BLKFRONT_MAX_SEGS) */
+	bool persistent;          /**< offer feature-persistent (used when the backend offers it) */
 	int timeout_ms;           /**< bound on each handshake step in blkfront_open (0 = 10000) */
 	blkfront_done_fn done;    /**< completion callback (required) */
 	blkfront_resize_fn resized; /**< capacity change callback (optional) */
@@ -98,8 +115,10 @@ struct blkfront_info {
 	bool discard;                  /**< backend takes BLKIF_OP_DISCARD */
 	uint32_t discard_granularity;  /**< bytes (defaults to sector_size) */
 	uint32_t discard_alignment;    /**< bytes */
-	uint32_t max_indirect_segs;    /**< feature-max-indirect-segments (0 = none); not used yet */
-	bool backend_persistent;       /**< backend offers feature-persistent; not used yet */
+	uint32_t max_indirect_segs;    /**< backend's feature-max-indirect-segments (0 = none) */
+	bool backend_persistent;       /**< backend offers feature-persistent */
+	unsigned int indirect_segs;    /**< pages per indirect request in use (0 = direct only) */
+	bool persistent;               /**< persistent grants in use */
 	unsigned int nr_queues;        /**< rings in use */
 	unsigned int ring_order;       /**< log2 of pages per ring */
 	unsigned int ring_slots;       /**< requests per ring (RING_SIZE) */

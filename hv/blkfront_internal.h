@@ -29,8 +29,8 @@ int bf_iov_to_segs(const void *mem, size_t mem_len, uint32_t sector_size, const 
 		   int iovcnt, struct bf_seg *segs, unsigned int max_segs, unsigned int *nr_segs,
 		   uint64_t *nr_sectors);
 
-/** Ring requests needed for @nr_segs segments (11 per direct request), at least 1. */
-unsigned int bf_parts_for_segs(unsigned int nr_segs);
+/** Ring requests needed for @nr_segs segments at @per_part per request, at least 1. */
+unsigned int bf_parts_for_segs(unsigned int nr_segs, unsigned int per_part);
 
 /** The order (log2 of pages) of a max-ring-pages value, rounding down; 0 for 0 or 1. */
 unsigned int bf_pages_to_order(uint64_t pages);

@@ -111,11 +111,11 @@ int bf_iov_to_segs(const void *mem, size_t mem_len, uint32_t sector_size, const 
 	return 0;
 }
 
-unsigned int bf_parts_for_segs(unsigned int nr_segs)
+unsigned int bf_parts_for_segs(unsigned int nr_segs, unsigned int per_part)
 {
-	if (!nr_segs)
+	if (!nr_segs || !per_part)
 		return 1;
-	return (nr_segs + BLKIF_MAX_SEGMENTS_PER_REQUEST - 1) / BLKIF_MAX_SEGMENTS_PER_REQUEST;
+	return (nr_segs + per_part - 1) / per_part;
 }
 
 unsigned int bf_pages_to_order(uint64_t pages)

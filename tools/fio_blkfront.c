@@ -18,6 +18,10 @@
  *   getevents() polls the devices' event fds within fio's timeout.
  * - fio's I/O buffers are allocated in guest memory (the iomem_alloc hook), so each data page is
  *   granted to the backend in place: no copy on either side.
+ * - Transport options, each capped by what the backend offers (defaults: everything on):
+ *   --queues=N (rings, default 1), --ring_order=0..4 (default 4: 512 slots per ring),
+ *   --indirect_segs=0..256 (default 256; 0 = direct 11-page requests only), --persistent=0|1
+ *   (default 1). The negotiated values are logged on stderr when a device connects.
  *
  * Processes and threads. A domain's guest memory and grant table belong to one live process
  * (hv_guest_open returns -EBUSY to a second one). fio runs each job in its own process by
@@ -52,6 +56,8 @@ struct bfe_options {
 	char *domain;
 	unsigned int queues;
 	unsigned int ring_order;
+	unsigned int indirect_segs;
+	unsigned int persistent;
 	unsigned int timeout_ms;
 };
 
@@ -216,6 +222,8 @@ static int bfe_dev_get(struct thread_data *td, struct bfe_td *t, const char *vde
 	d->ctx = c;
 	bo.queues = o->queues;
 	bo.ring_order = o->ring_order;
+	bo.indirect_segs = o->indirect_segs;
+	bo.persistent = o->persistent != 0;
 	bo.timeout_ms = (int)o->timeout_ms;
 	bo.done = bfe_done;
 	bo.resized = bfe_resized;
@@ -722,9 +730,32 @@ static struct fio_option options[] = {
 		.type = FIO_OPT_INT,
 		.off1 = offsetof(struct bfe_options, ring_order),
 		.help = "log2 of pages per ring (0: 32 slots .. 4: 512); capped by the backend",
-		.def = "0",
+		.def = "4",
 		.minval = 0,
 		.maxval = BLKFRONT_MAX_RING_ORDER,
+		.category = FIO_OPT_C_ENGINE,
+		.group = FIO_OPT_G_INVALID,
+	},
+	{
+		.name = "indirect_segs",
+		.lname = "pages per indirect request",
+		.type = FIO_OPT_INT,
+		.off1 = offsetof(struct bfe_options, indirect_segs),
+		.help = "Use indirect descriptors with up to this many pages per request (0: only "
+			"direct 11-page requests); capped by the backend",
+		.def = "256",
+		.minval = 0,
+		.maxval = BLKFRONT_MAX_SEGS,
+		.category = FIO_OPT_C_ENGINE,
+		.group = FIO_OPT_G_INVALID,
+	},
+	{
+		.name = "persistent",
+		.lname = "persistent grants",
+		.type = FIO_OPT_BOOL,
+		.off1 = offsetof(struct bfe_options, persistent),
+		.help = "Offer persistent grants (used if the backend offers them too)",
+		.def = "1",
 		.category = FIO_OPT_C_ENGINE,
 		.group = FIO_OPT_G_INVALID,
 	},

@@ -46,6 +46,8 @@ static size_t gmem_len;
 
 #define FB_MAX_Q 4
 #define FB_MAX_HELD 1024
+#define FB_MAX_PGNT 1056 /* Linux blkback's max_persistent_grants */
+#define FB_MAX_IND 256
 
 struct fb_ring {
 	void *sring;
@@ -72,8 +74,16 @@ struct fb {
 
 	/* configuration, set before fb_start */
 	unsigned int max_queues, max_order;
-	int flush, discard, ro;
+	int flush, discard, ro, indirect, persist_offer;
 	uint64_t sectors;
+
+	/* persistent grants: kept mapped read-write until disconnect */
+	int persistent;
+	struct {
+		grant_ref_t gref;
+		void *addr;
+	} pg[FB_MAX_PGNT];
+	unsigned int npg;
 
 	/* thread state */
 	int bstate;
@@ -92,6 +102,7 @@ struct fb {
 	unsigned int nreq[8];
 	unsigned int connects;
 	unsigned int max_nseg;
+	unsigned int nmaps;   /* grant maps done (persistent ones count once) */
 	char fail_msg[160];
 };
 
@@ -152,6 +163,10 @@ static void fb_disconnect(struct fb *b)
 		hv_evtchn_unbind(b->ev, b->rings[q].lport);
 		hv_gnttab_unmap_contig(b->gt, b->rings[q].sring, b->rings[q].npages);
 	}
+	for (unsigned int i = 0; i < b->npg; i++)
+		hv_gnttab_unmap_pages(b->gt, gdom, 1, &b->pg[i].gref, HV_PROT_READ | HV_PROT_WRITE,
+				      &b->pg[i].addr);
+	b->npg = 0;
 	b->connected = 0;
 	pthread_mutex_lock(&b->lock);
 	b->nheld = 0; /* requests of the old rings are gone with them: the frontend re-issues */
@@ -210,7 +225,14 @@ static int fb_connect(struct fb *b)
 	b->nq = nq;
 	b->order = order;
 	b->connected = 1;
+	{
+		unsigned int fp = 0;
+
+		fb_read_uint(b, b->fpath, "feature-persistent", 0, &fp);
+		b->persistent = b->persist_offer && fp == 1;
+	}
 	t = xs_transaction_start(b->xs);
+	fb_write(b, t, "feature-persistent", "%d", b->persist_offer);
 	fb_write(b, t, "sectors", "%llu", (unsigned long long)b->sectors);
 	fb_write(b, t, "sector-size", "512");
 	fb_write(b, t, "info", "%d", b->ro ? VDISK_READONLY : 0);
@@ -226,9 +248,102 @@ static int fb_connect(struct fb *b)
 	return 0;
 }
 
+/*
+ * Map one granted page. With persistent grants, as Linux blkback: a page stays mapped
+ * (read-write) and is found again, up to FB_MAX_PGNT pages; beyond that pages are mapped for the
+ * request only.
+ */
+static void *fb_map(struct fb *b, grant_ref_t ref, unsigned int prot, int *persisted)
+{
+	void *addr;
+	int st;
+
+	*persisted = b->persistent && b->npg < FB_MAX_PGNT;
+	if (b->persistent) {
+		for (unsigned int i = 0; i < b->npg; i++) {
+			if (b->pg[i].gref == ref) {
+				*persisted = 1;
+				return b->pg[i].addr;
+			}
+		}
+	}
+	if (*persisted)
+		prot = HV_PROT_READ | HV_PROT_WRITE;
+	if (hv_gnttab_map_pages(b->gt, gdom, 1, &ref, prot, &addr, &st))
+		return NULL;
+	pthread_mutex_lock(&b->lock);
+	b->nmaps++;
+	pthread_mutex_unlock(&b->lock);
+	if (*persisted) {
+		b->pg[b->npg].gref = ref;
+		b->pg[b->npg++].addr = addr;
+	}
+	return addr;
+}
+
+static void fb_unmap(struct fb *b, grant_ref_t ref, unsigned int prot, void *addr, int persisted)
+{
+	if (!persisted)
+		hv_gnttab_unmap_pages(b->gt, gdom, 1, &ref, prot, &addr);
+}
+
+/* Read, write through the segments @sv (validated here). */
+static int16_t fb_rw(struct fb *b, uint8_t op, uint64_t sect,
+		     const struct blkif_request_segment *sv, unsigned int n)
+{
+	unsigned int prot = op == BLKIF_OP_READ ? HV_PROT_READ | HV_PROT_WRITE : HV_PROT_READ;
+
+	pthread_mutex_lock(&b->lock);
+	if (n > b->max_nseg)
+		b->max_nseg = n;
+	pthread_mutex_unlock(&b->lock);
+	for (unsigned int i = 0; i < n; i++) {
+		const struct blkif_request_segment *sg = &sv[i];
+		size_t len = (size_t)(sg->last_sect - sg->first_sect + 1) * 512;
+		void *addr;
+		int pers;
+
+		if (sg->last_sect > 7 || sg->first_sect > sg->last_sect)
+			return BLKIF_RSP_ERROR;
+		if ((sect * 512 + len) > b->sectors * 512)
+			return BLKIF_RSP_ERROR;
+		addr = fb_map(b, sg->gref, prot, &pers);
+		if (!addr)
+			return BLKIF_RSP_ERROR;
+		if (op == BLKIF_OP_READ)
+			memcpy((uint8_t *)addr + sg->first_sect * 512, b->disk + sect * 512, len);
+		else
+			memcpy(b->disk + sect * 512, (uint8_t *)addr + sg->first_sect * 512, len);
+		fb_unmap(b, sg->gref, prot, addr, pers);
+		sect += len / 512;
+	}
+	return BLKIF_RSP_OKAY;
+}
+
+static int16_t fb_indirect(struct fb *b, const struct blkif_request_indirect *ir)
+{
+	struct blkif_request_segment sv[FB_MAX_IND];
+	unsigned int n = ir->nr_segments, pages = (n + 511) / 512;
+
+	if (!b->indirect || n < 1 || n > FB_MAX_IND ||
+	    (ir->indirect_op != BLKIF_OP_READ && ir->indirect_op != BLKIF_OP_WRITE))
+		return BLKIF_RSP_ERROR;
+	for (unsigned int k = 0; k < pages; k++) {
+		unsigned int cnt = n - k * 512 < 512 ? n - k * 512 : 512;
+		void *addr;
+		int pers;
+
+		addr = fb_map(b, ir->indirect_grefs[k], HV_PROT_READ, &pers);
+		if (!addr)
+			return BLKIF_RSP_ERROR;
+		memcpy(&sv[k * 512], addr, cnt * sizeof(sv[0])); /* copy once, then validate */
+		fb_unmap(b, ir->indirect_grefs[k], HV_PROT_READ, addr, pers);
+	}
+	return fb_rw(b, ir->indirect_op, ir->sector_number, sv, n);
+}
+
 static int16_t fb_do(struct fb *b, const struct blkif_request *req)
 {
-	uint64_t sect = req->sector_number;
 
 	switch (req->operation) {
 	case BLKIF_OP_FLUSH_DISKCACHE:
@@ -241,36 +356,16 @@ static int16_t fb_do(struct fb *b, const struct blkif_request *req)
 		memset(b->disk + d->sector_number * 512, 0, d->nr_sectors * 512);
 		return BLKIF_RSP_OKAY;
 	}
+	case BLKIF_OP_INDIRECT:
+		return fb_indirect(b, (const struct blkif_request_indirect *)req);
 	case BLKIF_OP_READ:
 	case BLKIF_OP_WRITE:
-		break;
+		if (req->nr_segments < 1 || req->nr_segments > BLKIF_MAX_SEGMENTS_PER_REQUEST)
+			return BLKIF_RSP_ERROR;
+		return fb_rw(b, req->operation, req->sector_number, req->seg, req->nr_segments);
 	default:
 		return BLKIF_RSP_EOPNOTSUPP;
 	}
-	if (req->nr_segments < 1 || req->nr_segments > BLKIF_MAX_SEGMENTS_PER_REQUEST)
-		return BLKIF_RSP_ERROR;
-	for (unsigned int i = 0; i < req->nr_segments; i++) {
-		const struct blkif_request_segment *sg = &req->seg[i];
-		unsigned int prot = req->operation == BLKIF_OP_READ ? HV_PROT_READ | HV_PROT_WRITE
-								   : HV_PROT_READ;
-		size_t n = (size_t)(sg->last_sect - sg->first_sect + 1) * 512;
-		void *addr;
-		int st;
-
-		if (sg->last_sect > 7 || sg->first_sect > sg->last_sect)
-			return BLKIF_RSP_ERROR;
-		if ((sect * 512 + n) > b->sectors * 512)
-			return BLKIF_RSP_ERROR;
-		if (hv_gnttab_map_pages(b->gt, gdom, 1, &sg->gref, prot, &addr, &st))
-			return BLKIF_RSP_ERROR;
-		if (req->operation == BLKIF_OP_READ)
-			memcpy((uint8_t *)addr + sg->first_sect * 512, b->disk + sect * 512, n);
-		else
-			memcpy(b->disk + sect * 512, (uint8_t *)addr + sg->first_sect * 512, n);
-		hv_gnttab_unmap_pages(b->gt, gdom, 1, &sg->gref, prot, &addr);
-		sect += n / 512;
-	}
-	return BLKIF_RSP_OKAY;
 }
 
 static void fb_respond(struct fb *b, unsigned int q, const struct blkif_request *req)
@@ -279,7 +374,9 @@ static void fb_respond(struct fb *b, unsigned int q, const struct blkif_request 
 	struct blkif_response *rsp = RING_GET_RESPONSE(&r->br, r->br.rsp_prod_pvt);
 
 	rsp->id = req->id;
-	rsp->operation = req->operation;
+	rsp->operation = req->operation == BLKIF_OP_INDIRECT ?
+				 ((const struct blkif_request_indirect *)req)->indirect_op :
+				 req->operation;
 	rsp->status = fb_do(b, req);
 	r->br.rsp_prod_pvt++;
 }
@@ -311,8 +408,6 @@ static void fb_serve(struct fb *b, unsigned int q)
 			r->br.req_cons++;
 			pthread_mutex_lock(&b->lock);
 			b->nreq[req.operation & 7]++;
-			if (req.nr_segments > b->max_nseg && req.operation <= BLKIF_OP_WRITE)
-				b->max_nseg = req.nr_segments;
 			hold = b->hold && b->nheld < FB_MAX_HELD;
 			if (hold)
 				b->held[b->nheld++] = (struct fb_held){ q, req };
@@ -458,6 +553,8 @@ static bool perms_set(struct xs_handle *xs, const char *path, domid_t owner, dom
 
 #define FB_NOFLUSH 1u
 #define FB_RO 2u
+#define FB_INDIRECT 4u /* offer feature-max-indirect-segments = FB_MAX_IND */
+#define FB_PERSIST 8u  /* offer feature-persistent */
 
 /* Create the vbd as a toolstack does and start a backend for it. */
 static struct fb *fb_start(const char *vdev, unsigned int max_queues, unsigned int max_order,
@@ -477,6 +574,8 @@ static struct fb *fb_start(const char *vdev, unsigned int max_queues, unsigned i
 	b->max_order = max_order;
 	b->flush = !(flags & FB_NOFLUSH);
 	b->ro = !!(flags & FB_RO);
+	b->indirect = !!(flags & FB_INDIRECT);
+	b->persist_offer = !!(flags & FB_PERSIST);
 	b->discard = 1;
 	b->sectors = 2048; /* 1 MiB */
 	b->disk_bytes = b->sectors * 512;
@@ -507,6 +606,8 @@ static struct fb *fb_start(const char *vdev, unsigned int max_queues, unsigned i
 		fb_write(b, XBT_NULL, "max-ring-page-order", "%u", max_order);
 	if (max_queues > 1)
 		fb_write(b, XBT_NULL, "multi-queue-max-queues", "%u", max_queues);
+	if (b->indirect)
+		fb_write(b, XBT_NULL, "feature-max-indirect-segments", "%u", FB_MAX_IND);
 	fb_set_state(b, XenbusStateInitWait);
 	snprintf(path, sizeof(path), "%s/state", b->fpath);
 	CU_ASSERT_FATAL(xs_watch(b->xs, path, "fb"));
@@ -586,12 +687,14 @@ static void on_resize(void *arg, uint64_t old_sectors, uint64_t new_sectors)
 	d->new_sectors = new_sectors;
 }
 
-static int open_dev(const char *vdev, struct done_log *log, unsigned int queues,
-		    unsigned int order, struct blkfront **out)
+static int open_dev_x(const char *vdev, struct done_log *log, unsigned int queues,
+		      unsigned int order, unsigned int indirect, bool persistent, struct blkfront **out)
 {
 	struct blkfront_opts o = {
 		.queues = queues,
 		.ring_order = order,
+		.indirect_segs = indirect,
+		.persistent = persistent,
 		.timeout_ms = 5000,
 		.done = on_done,
 		.resized = on_resize,
@@ -599,6 +702,12 @@ static int open_dev(const char *vdev, struct done_log *log, unsigned int queues,
 	};
 
 	return blkfront_open(out, ghv, vdev, &o);
+}
+
+static int open_dev(const char *vdev, struct done_log *log, unsigned int queues,
+		    unsigned int order, struct blkfront **out)
+{
+	return open_dev_x(vdev, log, queues, order, 0, false, out);
 }
 
 /* Process @bf until @cond(arg) holds; bounded (5 s) so a bug fails instead of hanging. */
@@ -1042,6 +1151,114 @@ static void test_detach(void)
 	fb_stop(b);
 }
 
+static void test_indirect(void)
+{
+	struct fb *b = fb_start("xvdj", 1, 0, FB_INDIRECT);
+	struct done_log log = { 0 };
+	struct blkfront_info in;
+	struct blkfront *bf;
+	uint32_t frame;
+	uint8_t *buf = gbuf(2 * 256, &frame);
+	struct iovec w64 = { buf, 64 * 4096 };
+	struct iovec w256 = { buf, 256 * 4096 };
+	struct iovec r256 = { buf + 256 * 4096, 256 * 4096 };
+	struct iovec w5 = { buf, 5 * 4096 };
+
+	for (size_t i = 0; i < 256 * 4096; i++)
+		buf[i] = (uint8_t)(i * 13 + i / 4096);
+	CU_ASSERT_FATAL(open_dev_x("xvdj", &log, 1, 0, 256, false, &bf) == 0);
+	blkfront_info(bf, &in);
+	CU_ASSERT_EQUAL(in.max_indirect_segs, FB_MAX_IND);
+	CU_ASSERT_EQUAL(in.indirect_segs, 256);
+	/* 64 pages: one indirect request instead of six direct ones. */
+	CU_ASSERT_EQUAL(blkfront_writev(bf, 0, &w64, 1, 1), 0);
+	CU_ASSERT_TRUE(wait_done(bf, &log, 1));
+	CU_ASSERT_EQUAL(log.status[0], 0);
+	CU_ASSERT_EQUAL(fb_get(b, &b->nreq[BLKIF_OP_INDIRECT]), 1);
+	CU_ASSERT_EQUAL(fb_get(b, &b->max_nseg), 64);
+	/* 1 MiB, the largest request, is one ring request too; read it back whole. */
+	CU_ASSERT_EQUAL(blkfront_writev(bf, 0, &w256, 1, 2), 0);
+	CU_ASSERT_EQUAL(blkfront_readv(bf, 0, &r256, 1, 3), 0);
+	CU_ASSERT_TRUE(wait_done(bf, &log, 3));
+	CU_ASSERT_EQUAL(log.status[1], 0);
+	CU_ASSERT_EQUAL(log.status[2], 0);
+	CU_ASSERT_EQUAL(fb_get(b, &b->nreq[BLKIF_OP_INDIRECT]), 3);
+	CU_ASSERT_EQUAL(memcmp(buf, buf + 256 * 4096, 256 * 4096), 0);
+	/* Small requests stay direct. */
+	CU_ASSERT_EQUAL(blkfront_writev(bf, 0, &w5, 1, 4), 0);
+	CU_ASSERT_TRUE(wait_done(bf, &log, 4));
+	CU_ASSERT_EQUAL(fb_get(b, &b->nreq[BLKIF_OP_WRITE]), 1);
+	blkfront_close(bf);
+
+	/* A smaller indirect limit splits into indirect parts of that size. */
+	memset(&log, 0, sizeof(log));
+	CU_ASSERT_FATAL(open_dev_x("xvdj", &log, 1, 0, 32, false, &bf) == 0);
+	blkfront_info(bf, &in);
+	CU_ASSERT_EQUAL(in.indirect_segs, 32);
+	CU_ASSERT_EQUAL(blkfront_writev(bf, 0, &w64, 1, 5), 0);
+	CU_ASSERT_TRUE(wait_done(bf, &log, 1));
+	CU_ASSERT_EQUAL(log.status[0], 0);
+	CU_ASSERT_EQUAL(fb_get(b, &b->nreq[BLKIF_OP_INDIRECT]), 5);
+	CU_ASSERT_EQUAL(memcmp(b->disk, buf, 64 * 4096), 0);
+	blkfront_close(bf);
+	hv_guest_free_frames(ghv, frame, 2 * 256);
+	fb_stop(b);
+}
+
+static void test_persistent(void)
+{
+	struct fb *b = fb_start("xvdk", 1, 0, FB_PERSIST | FB_INDIRECT);
+	struct done_log log = { 0 };
+	struct blkfront_info in;
+	struct blkfront *bf;
+	uint32_t frame;
+	uint8_t *buf = gbuf(4 + 32, &frame);
+	struct iovec big = { buf + 4 * 4096, 32 * 4096 };
+
+	CU_ASSERT_FATAL(open_dev_x("xvdk", &log, 1, 0, 256, true, &bf) == 0);
+	blkfront_info(bf, &in);
+	CU_ASSERT_TRUE(in.backend_persistent);
+	CU_ASSERT_TRUE(in.persistent);
+	/* 100 writes cycling over 4 pages: the backend maps each page once, not 100 times. */
+	for (unsigned int i = 0; i < 100; i++) {
+		struct iovec io = { buf + (i % 4) * 4096, 4096 };
+
+		memset(io.iov_base, (int)i, 4096);
+		CU_ASSERT_EQUAL(blkfront_writev(bf, (i % 4) * 8, &io, 1, i), 0);
+		CU_ASSERT_TRUE(wait_done(bf, &log, i + 1));
+		CU_ASSERT_EQUAL(log.status[i], 0);
+	}
+	CU_ASSERT_EQUAL(fb_get(b, &b->nmaps), 4);
+	CU_ASSERT_EQUAL(b->disk[3 * 8 * 512], 99);
+	/* Indirect requests with persistent grants: data pages and the indirect page map once. */
+	for (unsigned int i = 0; i < 3; i++) {
+		CU_ASSERT_EQUAL(blkfront_writev(bf, 64, &big, 1, 1000 + i), 0);
+		CU_ASSERT_TRUE(wait_done(bf, &log, 101 + i));
+	}
+	CU_ASSERT_EQUAL(fb_get(b, &b->nreq[BLKIF_OP_INDIRECT]), 3);
+	CU_ASSERT_TRUE(fb_get(b, &b->nmaps) <= 4 + 32 + 3);
+	blkfront_close(bf);
+
+	/* The frontend does not want them: per-request grants even though the backend offers. */
+	memset(&log, 0, sizeof(log));
+	CU_ASSERT_FATAL(open_dev_x("xvdk", &log, 1, 0, 0, false, &bf) == 0);
+	blkfront_info(bf, &in);
+	CU_ASSERT_FALSE(in.persistent);
+	pthread_mutex_lock(&b->lock);
+	b->nmaps = 0;
+	pthread_mutex_unlock(&b->lock);
+	for (unsigned int i = 0; i < 10; i++) {
+		struct iovec io = { buf, 4096 };
+
+		CU_ASSERT_EQUAL(blkfront_writev(bf, 0, &io, 1, i), 0);
+		CU_ASSERT_TRUE(wait_done(bf, &log, i + 1));
+	}
+	CU_ASSERT_EQUAL(fb_get(b, &b->nmaps), 10);
+	blkfront_close(bf);
+	hv_guest_free_frames(ghv, frame, 4 + 32);
+	fb_stop(b);
+}
+
 /* ---- suite ---- */
 
 static volatile sig_atomic_t sim_stop;
@@ -1118,6 +1335,8 @@ static CU_TestInfo tests[] = {
 	{ "reconnect_after_restart", test_reconnect_after_restart },
 	{ "multiqueue_order", test_multiqueue_order },
 	{ "detach", test_detach },
+	{ "indirect", test_indirect },
+	{ "persistent", test_persistent },
 	CU_TEST_INFO_NULL,
 };
 

@@ -165,11 +165,14 @@ static void test_segs_errors(void)
 
 static void test_parts_and_order(void)
 {
-	CU_ASSERT_EQUAL(bf_parts_for_segs(0), 1);
-	CU_ASSERT_EQUAL(bf_parts_for_segs(1), 1);
-	CU_ASSERT_EQUAL(bf_parts_for_segs(11), 1);
-	CU_ASSERT_EQUAL(bf_parts_for_segs(12), 2);
-	CU_ASSERT_EQUAL(bf_parts_for_segs(BLKFRONT_MAX_SEGS), 24);
+	CU_ASSERT_EQUAL(bf_parts_for_segs(0, 11), 1);
+	CU_ASSERT_EQUAL(bf_parts_for_segs(1, 11), 1);
+	CU_ASSERT_EQUAL(bf_parts_for_segs(11, 11), 1);
+	CU_ASSERT_EQUAL(bf_parts_for_segs(12, 11), 2);
+	CU_ASSERT_EQUAL(bf_parts_for_segs(BLKFRONT_MAX_SEGS, 11), 24);
+	CU_ASSERT_EQUAL(bf_parts_for_segs(BLKFRONT_MAX_SEGS, 256), 1);
+	CU_ASSERT_EQUAL(bf_parts_for_segs(BLKFRONT_MAX_SEGS, 32), 8);
+	CU_ASSERT_EQUAL(bf_parts_for_segs(33, 32), 2);
 	CU_ASSERT_EQUAL(bf_pages_to_order(0), 0);
 	CU_ASSERT_EQUAL(bf_pages_to_order(1), 0);
 	CU_ASSERT_EQUAL(bf_pages_to_order(2), 1);
