@@ -12,6 +12,7 @@
 
 #include <linux/loop.h>
 #include <poll.h>
+#include <sched.h>
 
 static const enum target_engine engines[] = {TARGET_ENGINE_IO_URING, TARGET_ENGINE_LIBAIO};
 
@@ -1244,6 +1245,116 @@ static void test_blkdev(void)
 	close(lfd);
 }
 
+/*
+ * A shrink while another thread keeps writes in flight near the end: writes already accepted
+ * finish before the cut (none re-extends the file), later ones past the end are refused.
+ */
+#define SHW_QD 16
+
+struct shw {
+	struct target *t;
+	uint64_t lo, hi;    /**< the writer's range, in bytes */
+	int stop;	    /**< atomic */
+	unsigned completed; /**< atomic: writes completed */
+	unsigned refused;   /**< atomic: submits refused (past the end) */
+	unsigned errors;    /**< completions that failed */
+	struct target_io io[SHW_QD];
+	struct iovec iov[SHW_QD];
+	int busy[SHW_QD];
+	uint8_t *buf;
+};
+
+static void shw_done(struct target_io *io, int status)
+{
+	struct shw *w = io->priv;
+
+	if (status)
+		w->errors++;
+	w->busy[io - w->io] = 0;
+	__atomic_add_fetch(&w->completed, 1, __ATOMIC_RELEASE);
+}
+
+static void *shw_thread(void *arg)
+{
+	struct shw *w = arg;
+	struct target_queue *q = NULL;
+	uint64_t x = 12345, nblk = (w->hi - w->lo) / 4096;
+
+	if (target_queue_open(w->t, SHW_QD, &q) < 0)
+		return NULL;
+	while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+		for (int i = 0; i < SHW_QD; i++) {
+			if (w->busy[i])
+				continue;
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			w->iov[i] = (struct iovec){w->buf + i * 4096, 4096};
+			w->io[i] = (struct target_io){.op = TARGET_OP_WRITE,
+						      .offset_bytes = w->lo + (x % nblk) * 4096,
+						      .len_bytes = 4096,
+						      .iov = &w->iov[i],
+						      .iovcnt = 1,
+						      .done = shw_done,
+						      .priv = w};
+			if (target_submit(q, &w->io[i]) == 0)
+				w->busy[i] = 1;
+			else
+				__atomic_add_fetch(&w->refused, 1, __ATOMIC_RELEASE);
+		}
+		target_queue_commit(q);
+		target_queue_poll(q, target_queue_inflight(q) > 0);
+	}
+	target_queue_close(q);
+	return NULL;
+}
+
+static void test_shrink_under_writes(void)
+{
+	const uint64_t size = 4 << 20;
+	char path[512];
+
+	tpath(path, sizeof(path), "shw.img");
+	FOR_EACH_ENGINE(ei)
+	{
+		struct shw *w = calloc(1, sizeof(*w));
+		struct target_info info;
+		uint64_t deadline;
+		pthread_t th;
+
+		mkfile(path, size);
+		w->t = topen(path, ei, 0, 0);
+		w->lo = size / 2;
+		w->hi = size;
+		w->buf = abuf(SHW_QD * 4096);
+		memset(w->buf, 0x5a, SHW_QD * 4096);
+		CU_ASSERT_FATAL(pthread_create(&th, NULL, shw_thread, w) == 0);
+		/* Let the writer get going (bounded wait on its progress, not a fixed sleep). */
+		deadline = util_now_ns() + 10ull * 1000 * 1000 * 1000;
+		while (__atomic_load_n(&w->completed, __ATOMIC_ACQUIRE) < 200 &&
+		       util_now_ns() < deadline)
+			sched_yield();
+		CU_ASSERT(__atomic_load_n(&w->completed, __ATOMIC_ACQUIRE) >= 200);
+		CU_ASSERT_EQUAL(target_resize(w->t, size / 2), 0);
+		/* From here on every write the thread tries lies past the end. */
+		CU_ASSERT_EQUAL(file_size(path), size / 2);
+		deadline = util_now_ns() + 10ull * 1000 * 1000 * 1000;
+		while (__atomic_load_n(&w->refused, __ATOMIC_ACQUIRE) == 0 &&
+		       util_now_ns() < deadline)
+			sched_yield();
+		__atomic_store_n(&w->stop, 1, __ATOMIC_RELEASE);
+		pthread_join(th, NULL);
+		CU_ASSERT(w->refused > 0);
+		CU_ASSERT_EQUAL(w->errors, 0);
+		CU_ASSERT_EQUAL(file_size(path), size / 2);
+		CU_ASSERT_EQUAL(target_info(w->t, &info), 0);
+		CU_ASSERT_EQUAL(info.size_bytes, size / 2);
+		target_close(w->t);
+		free(w->buf);
+		free(w);
+	}
+}
+
 static CU_TestInfo tests[] = {
     {"engine_parse", test_engine_parse},
     {"open_errors", test_open_errors},
@@ -1259,6 +1370,7 @@ static CU_TestInfo tests[] = {
     {"short_transfers", test_short_transfers},
     {"queue_fd", test_queue_fd},
     {"random_mix", test_random_mix},
+    {"shrink_under_writes", test_shrink_under_writes},
     {"blkdev", test_blkdev},
     CU_TEST_INFO_NULL,
 };
