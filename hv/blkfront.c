@@ -10,8 +10,10 @@
  *   - requests: a pool of caller requests (struct bf_ureq) sized at open. A request is copied
  *     into its pool entry once (as page segments), so it can be put on a ring again after a
  *     reconnect without the caller's iovec; a request waiting for ring slots sits in a FIFO.
- * Nothing on the I/O path allocates: grant refs for every slot are reserved when a ring is set
- * up, and requests come from the pool.
+ * Requests come from the pool, slots and indirect pages are set up with the rings, and grant
+ * refs are recycled through a pool that only grows until it covers the most refs in flight at
+ * once: after warm-up the I/O path allocates nothing. With persistent grants a page's grant is
+ * looked up by frame and reused, so a warm request makes no grant calls at all.
  */
 #define LOG_TAG "blkfront"
 
