@@ -328,10 +328,14 @@ static void on_done(struct simvbd *sv, uint32_t n)
 {
 	struct slot *sl = &sv->slots[n];
 
+	uint64_t think = sv->wl.think_ns;
+
 	if (sv->v)
 		qos_vbd_complete(sv->v, &sl->t);
 	record(sv, sl);
-	slot_next(sv, n, sv->wl.think_ns);
+	if (think && sv->wl.think_random)
+		think = splitmix(&sv->rng) % (2 * think + 1);
+	slot_next(sv, n, think);
 }
 
 /*

@@ -28,6 +28,7 @@ struct qos_sim_workload {
 	int seq;             /**< 1: sequential through the volume; 0: uniform random, bs-aligned */
 	uint32_t qd;         /**< requests kept outstanding, 1..4096 */
 	uint64_t think_ns;   /**< pause between a completion and that slot's next request */
+	int think_random;    /**< 1: each pause uniform in 0..2 x think_ns (random arrivals) */
 	uint64_t start_ns;   /**< virtual time of the first requests */
 	uint64_t stop_ns;    /**< no new request from this time on; 0 = never */
 	uint64_t vol_bytes;  /**< volume size the offsets fall in; 0 = 1 GiB */

@@ -102,11 +102,12 @@ struct qos_sched {
 	uint64_t periods;
 
 	/* this period's measurements; "lone" = dispatched to an empty device, so unqueued */
-	uint64_t p_n, p_sum_e, p_sum_cost, p_refused, p_wait_ns;
+	uint64_t p_n, p_sum_e, p_sum_cost, p_max_cost, p_refused, p_wait_ns;
 	unsigned __int128 p_sum_cost2;
-	uint64_t p_lone_n, p_lone_sum_e;
+	uint64_t p_lone_n, p_lone_lat, p_lone_cost;
 
-	uint64_t base_n[BASE_HIST], base_sum[BASE_HIST];
+	/* unqueued samples of the last periods that had some: count, sum of latency and cost */
+	uint64_t base_n[BASE_HIST], base_lat[BASE_HIST], base_cost[BASE_HIST];
 	unsigned base_idx;
 	uint64_t lat_base_ns, lat_low_ns, lat_target_ns, lat_mean_ns;
 };
@@ -583,27 +584,38 @@ static void vbd_activate(struct qos_vbd *v)
  */
 static void account_window(struct qos_sched *s)
 {
-	uint64_t mean_e, mean_cost, mean_svc, resid, n = 0, sum = 0, base, low, target, wmax;
+	uint64_t mean_e, mean_cost, mean_svc, resid, n = 0, lat = 0, cost = 0, base, low, target;
+	uint64_t wmin, wmax;
 
 	if (s->p_lone_n) {
 		s->base_n[s->base_idx % BASE_HIST] = s->p_lone_n;
-		s->base_sum[s->base_idx % BASE_HIST] = s->p_lone_sum_e;
+		s->base_lat[s->base_idx % BASE_HIST] = s->p_lone_lat;
+		s->base_cost[s->base_idx % BASE_HIST] = s->p_lone_cost;
 		s->base_idx++;
 	}
 	if (!s->p_n)
 		return;
 	for (int i = 0; i < BASE_HIST; i++) {
 		n += s->base_n[i];
-		sum += s->base_sum[i];
+		lat += s->base_lat[i];
+		cost += s->base_cost[i];
 	}
 	mean_e = s->p_sum_e / s->p_n;
 	mean_cost = s->p_sum_cost / s->p_n;
 	mean_svc = mul_div(mean_cost, PPM, s->vrate_ppm);
-	/* Size-biased mean service time E[S^2]/E[S]: what a request typically waits behind the
+	/* Mean residual service time E[S^2] / 2E[S]: what a request waits, on average, behind the
 	 * one in service. A busy device needs that much queueing, more with big requests. */
-	resid = s->p_sum_cost ? (uint64_t)(s->p_sum_cost2 / s->p_sum_cost) : 0;
+	resid = s->p_sum_cost ? (uint64_t)(s->p_sum_cost2 / (2 * s->p_sum_cost)) : 0;
 	resid = mul_div(resid, PPM, s->vrate_ppm);
-	base = n ? sum / n : mean_e;
+	/* Service time is taken out with today's vrate: samples from when the estimate was still
+	 * off (at start, typically the only time the device was empty) must not stay off. */
+	if (n) {
+		uint64_t svc = mul_div(cost, PPM, s->vrate_ppm);
+
+		base = lat > svc ? (lat - svc) / n : 0;
+	} else {
+		base = mean_e;
+	}
 	/* low: the latency of a device kept just busy; target: plus the queueing allowance. */
 	low = base + resid;
 	if (s->p.lat_target_ns)
@@ -621,8 +633,15 @@ static void account_window(struct qos_sched *s)
 	} else if (s->p_refused && mean_e <= low + (target - low) / 2) {
 		s->window_ns += max64(s->window_ns / WINDOW_STEP_DIV, mean_cost);
 	}
-	wmax = max64(budget_ns(s), s->cost4k_ns);
-	s->window_ns = max64(s->cost4k_ns, min64(s->window_ns, wmax));
+	/*
+	 * Never less than what keeps the server busy behind the biggest recent request: the work
+	 * the device does during one unqueued latency, that request, and an average one queued.
+	 * A request holds its whole cost in the window until it completes, also during the
+	 * device's fixed latency when the server is already free for others.
+	 */
+	wmin = max64(s->cost4k_ns, mul_div(base, s->vrate_ppm, PPM) + s->p_max_cost + mean_cost);
+	wmax = max64(budget_ns(s), wmin);
+	s->window_ns = max64(wmin, min64(s->window_ns, wmax));
 	s->lat_base_ns = base;
 	s->lat_low_ns = low;
 	s->lat_target_ns = target;
@@ -708,8 +727,9 @@ static void sched_account(struct qos_sched *s, uint64_t now)
 	}
 	s->periods++;
 	s->p_n = s->p_sum_e = s->p_sum_cost = s->p_refused = s->p_wait_ns = 0;
-	s->p_lone_n = s->p_lone_sum_e = 0;
+	s->p_lone_n = s->p_lone_lat = s->p_lone_cost = 0;
 	s->p_sum_cost2 = 0;
+	s->p_max_cost = 0;
 	s->period_start_ns = now;
 	s->next_tick_ns = now + s->p.period_ns;
 	sched_fill(s, now);
@@ -995,10 +1015,12 @@ void qos_vbd_complete(struct qos_vbd *v, const struct qos_ticket *t)
 	s->p_sum_e += e;
 	if (t->flags & QOS_TICKET_LONE) {
 		s->p_lone_n++;
-		s->p_lone_sum_e += e;
+		s->p_lone_lat += lat;
+		s->p_lone_cost += t->cost_ns;
 	}
 	s->p_sum_cost += t->cost_ns;
 	s->p_sum_cost2 += (unsigned __int128)t->cost_ns * t->cost_ns;
+	s->p_max_cost = max64(s->p_max_cost, t->cost_ns);
 	v->ops++;
 	v->bytes += t->len_bytes;
 	v->dev_ns += t->cost_ns;

@@ -375,8 +375,11 @@ static void test_reservation_honoured(void)
  * ---- latency ----
  */
 
-/* A QD1 vbd beside a QD64 vbd of equal weight keeps p99 within 2x of its p99 alone. */
-static void noisy_neighbour(uint64_t iops, uint64_t lat_ns)
+/*
+ * A QD1 vbd beside a QD64 vbd of equal weight keeps p99 within 2x of its p99 alone. @think_ns:
+ * the light vbd's mean pause between requests, random (0 = back to back).
+ */
+static void noisy_neighbour(uint64_t iops, uint64_t lat_ns, uint64_t think_ns)
 {
 	struct qos_sim_cfg c;
 	struct qos_sim *solo, *both, *noqos;
@@ -384,6 +387,8 @@ static void noisy_neighbour(uint64_t iops, uint64_t lat_ns)
 
 	cfg_init(&c, iops, lat_ns);
 	vbd(&c, 0, 256, 1, 4096);
+	c.vbd[0].wl.think_ns = think_ns;
+	c.vbd[0].wl.think_random = 1;
 	solo = run(&c, 4 * SEC);
 	p99_solo = res(solo, 0).lat_p99_ns;
 	vbd(&c, 1, 256, 64, 4096);
@@ -401,8 +406,10 @@ static void noisy_neighbour(uint64_t iops, uint64_t lat_ns)
 
 static void test_noisy_neighbour(void)
 {
-	noisy_neighbour(20000, 100000); /* 50 us service, 100 us latency */
-	noisy_neighbour(100000, 80000); /* NVMe-like: 10 us service, 80 us latency */
+	noisy_neighbour(20000, 100000, 0); /* 50 us service, 100 us latency */
+	noisy_neighbour(20000, 100000, 200000);
+	noisy_neighbour(100000, 80000, 0); /* NVMe-like: 10 us service, 80 us latency */
+	noisy_neighbour(100000, 80000, 100000);
 }
 
 /* A vbd waking from idle is served at once (BOOST) while two others saturate the device. */
