@@ -11,29 +11,48 @@
  *     request + per 4 KiB page, separate for reads and writes and for sequential and random
  *     requests, as blk-iocost). A device delivers vrate model-ns per wall-ns (1.0 when the model
  *     is right); vrate is measured from completions.
- *   - The device is a shared slot pool, like the pCPUs of Xen's credit scheduler: at most
- *     `window` model-ns of requests are in flight. The window adapts to completion latency so
- *     the device stays busy while its queue stays short. When the window is full, a vbd waits;
- *     a completion grants the freed room to the best waiting vbd and wakes it.
+ *   - The device is a slot pool, like the pCPUs of Xen's credit scheduler: at most `window`
+ *     model-ns of requests are in flight. The window is steered by completion latency so the
+ *     device stays busy while its own queue stays short. When it is full, a vbd waits; a
+ *     completion grants the freed room to the best waiting vbd and wakes it.
  *   - Credits as in Xen's credit scheduler: every accounting period (30 ms) the device's budget
- *     (vrate x period) is shared among the active vbds by weight. Dispatch costs credit. Waiting
- *     vbds are served in priority order: reservation due first (mClock), then by credit per unit
- *     of weight, so vbds with credit (UNDER) go before vbds in debt (OVER) and the device splits
- *     by weight. Idle vbds earn nothing (their share goes to the busy ones) and their credit
- *     decays by half each period. Banked credit and debt are bounded by one period's share.
+ *     (vrate x period) is shared among the vbds that had demand, by weight. Dispatch costs
+ *     credit. Waiting vbds are served in priority order: reservation due first (mClock), then
+ *     by credit per unit of weight, so vbds with credit (UNDER) go before vbds in debt (OVER)
+ *     and the device splits by weight. Idle vbds earn nothing (their share goes to the busy
+ *     ones) and their credit decays by half each period. Banked credit and debt are bounded by
+ *     one period's share.
  *   - A vbd with nothing in flight and credit left is BOOSTed: its request is dispatched at
- *     once even when the window is full (Xen wakes a blocked vCPU with BOOST), so a light
+ *     once even when the device is full (Xen boosts a vCPU waking from a block), so a light
  *     tenant's latency stays near the device's own.
  *   - Caps (IOPS and bytes/s) are hard ceilings enforced per request by a virtual-clock meter
  *     (GCRA): a capped vbd is PARKED until the exact time its next request fits, never longer
- *     than one period unless a single request is larger than a period's worth. A burst lets a
- *     vbd run at burst_* above its cap for burst_seconds after a quiet spell (QEMU's *-max and
- *     *-max-length).
+ *     than its own request spacing. A burst lets a vbd run at burst_* above its cap for
+ *     burst_seconds after a quiet spell (QEMU's *-max and *-max-length).
+ *
+ * Calling sequence (a blkbackd ring thread; docs/qos.md has the whole wiring):
+ *
+ *	qos_vbd_add(sched, &settings, wake_ring, ring, &vbd, why, sizeof(why));
+ *	for each request on the ring, in order, after copying and validating it:
+ *		struct qos_io io = { QOS_OP_READ, sector * 512, bytes };
+ *		uint64_t retry_at;
+ *		if (qos_vbd_admit(vbd, &io, &req->qos_ticket, &retry_at) == -EAGAIN) {
+ *			// leave it on the ring; retry it when wake_ring() fires or at retry_at
+ *			break;
+ *		}
+ *		if (target_submit(q, &req->io) == -EAGAIN) {
+ *			qos_vbd_cancel(vbd, &req->qos_ticket);
+ *			break;
+ *		}
+ *	in the target's completion: qos_vbd_complete(vbd, &req->qos_ticket); respond.
+ *	on detach, after in-flight I/O finished: qos_vbd_remove(vbd);
+ *
+ * No timer is needed for the accounting: the first call after a period ends runs it.
  *
  * Threads: every function taking a struct qos_sched or struct qos_vbd may be called from any
  * thread; one mutex per sched serialises them. The critical section is a few dozen arithmetic
- * operations (a linear scan of the waiting vbds when the device is full), so the lock is held
- * for well under a microsecond and only ring threads of the same device contend for it.
+ * operations (plus a scan of the contending vbds when the device is full), so the lock is held
+ * briefly and only ring threads of the same device contend for it.
  *
  * Errors: functions return 0 or a negative errno; none returns a positive errno. Validation
  * errors come with one sentence in a caller-supplied buffer.
@@ -263,8 +282,9 @@ int qos_settings_check(struct qos_sched *s, const struct qos_vbd *v,
 typedef void (*qos_wake_fn)(void *arg);
 
 /**
- * Add a vbd to @s with settings @set (NULL = defaults). @wake (may be NULL: the caller then
- * relies on the retry times alone) is called with @wake_arg as described for qos_wake_fn.
+ * Add a vbd to @s with settings @set (NULL = defaults). @wake is called with @wake_arg as
+ * described for qos_wake_fn. It may be NULL (tools, tests): the vbd then polls, and a refusal
+ * for a full device gives a retry time one 4 KiB service time away instead of a period.
  * Returns 0 and *out; -EINVAL with a sentence in @why as qos_settings_check(); -ENOMEM.
  */
 int qos_vbd_add(struct qos_sched *s, const struct qos_vbd_settings *set, qos_wake_fn wake,
@@ -310,8 +330,9 @@ struct qos_ticket {
  *            *retry_at_ns (clock time, absolute) at the latest. A vbd held back by its cap is
  *            PARKED and the time is exact. A vbd waiting for room on a full device is also
  *            woken through its wake callback as soon as room is granted to it; its retry time
- *            is then a backstop one period away. A granted room is held for the vbd for one
- *            period; if it does not call back in time, the room goes to others.
+ *            is then a backstop one period away (without a callback: one 4 KiB service time).
+ *            A granted room is held for the vbd for one period; if it does not call back in
+ *            time, the room goes to others.
  *   -EINVAL  @io's op is unknown (nothing is charged).
  * Requests of one vbd should be admitted in ring order: after -EAGAIN, retry the same request.
  */

@@ -984,7 +984,10 @@ int qos_vbd_admit(struct qos_vbd *v, const struct qos_io *io, struct qos_ticket 
 	contend_wait(v, now);
 	seg_open(v, now, 0);
 	s->p_refused++;
-	*retry_at_ns = now + s->p.period_ns;
+	/* With a wake callback the time is a backstop; without one the vbd must poll, and room
+	 * granted to it is held until it does, so it polls at the pace of completions. */
+	*retry_at_ns = now + (v->wake ? s->p.period_ns
+				      : max64(1000, mul_div(s->cost4k_ns, PPM, s->vrate_ppm)));
 	/* Room left for a better contender may go to a better waiter now. */
 	sched_fill(s, now);
 	pthread_mutex_unlock(&s->lock);

@@ -292,8 +292,10 @@ static void test_grant_other_io_and_expiry(void)
 	qos_sched_stats(s, &ss);
 	CU_ASSERT_EQUAL(ss.inflight_ns, tbig.cost_ns);
 
-	/* Now a waits for room, is granted it, and never comes back. */
+	/* Now a waits for room, is granted it, and never comes back. Without a wake callback it
+	 * is told to poll at the pace of completions. */
 	CU_ASSERT_EQUAL(qos_vbd_admit(a, &rd4k, &ta, &retry), -EAGAIN);
+	CU_ASSERT_EQUAL(retry, fake_now + COST4K);
 	qos_vbd_complete(b, &tbig);
 	qos_sched_stats(s, &ss);
 	CU_ASSERT_EQUAL(ss.inflight_ns, COST4K);
