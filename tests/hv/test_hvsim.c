@@ -94,7 +94,8 @@ static int hdr_call(int fd, uint32_t type, uint32_t seq, uint32_t len, const voi
 	struct hvsim_hdr h = { .type = type, .seq = seq, .len = len };
 
 	memcpy(buf, &h, sizeof(h));
-	memcpy(buf + sizeof(h), payload, plen);
+	if (plen)
+		memcpy(buf + sizeof(h), payload, plen);
 	return raw_call(fd, buf, sizeof(h) + plen, NULL, 0, rep);
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +32,8 @@ static void child_main(const char *dir)
 	struct hvsim *s;
 	int rc;
 
+	/* Never outlive the test binary, however it ends. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	/* Only errors: the tests provoke warnings on purpose. */
 	log_set_level("err");
 	signal(SIGPIPE, SIG_IGN);
