@@ -24,21 +24,24 @@
 #define DEDUP_FORMAT 1u
 
 /*
- * A block-map node: one LMDB overflow page (4096 - 16 bytes of page header = 4080 bytes), so a
- * node costs exactly one 4 KiB page. Interior nodes hold 508 child node ids, leaves 127 SHA-256
+ * A block-map node: 2016 bytes, stored inline in the nodes database so that one LMDB page
+ * (4080 usable bytes) holds exactly two: 2 x (8 node header + 8 key + 2016 + 2 index) = 4068.
+ * Changing a node dirties one page, and as every record has the same even size the values stay
+ * 8-byte aligned in their pages. Interior nodes hold 251 child node ids, leaves 62 SHA-256
  * names (all zeros = a zero block). Level 0 is the leaf level.
  */
-#define NODE_BYTES 4080
-#define NODE_MAGIC 0x4e584444u /* "DDXN" */
-#define LEAF_FANOUT 127
-#define INNER_FANOUT 508
-#define MAP_MAX_LEVELS 5 /* 127 * 508^4 blocks of 4 KiB: volumes up to 30 PiB */
+#define NODE_BYTES 2016
+#define NODE_MAGIC 0x4e44u /* "DN" */
+#define LEAF_FANOUT 62
+#define INNER_FANOUT 251
+#define MAP_MAX_LEVELS 6 /* 62 * 251^5 blocks of 4 KiB: volumes up to 224 PiB */
 
 struct node_hdr {
-	uint32_t magic;
-	uint16_t level;    /**< 0 = leaf */
+	uint16_t magic;
+	uint8_t level;     /**< 0 = leaf */
+	uint8_t reserved0;
 	uint16_t count;    /**< non-zero entries */
-	uint64_t reserved;
+	uint16_t reserved1;
 };
 
 struct node {
@@ -49,7 +52,14 @@ struct node {
 	};
 };
 
-_Static_assert(sizeof(struct node) == NODE_BYTES, "a node is one LMDB overflow page");
+_Static_assert(sizeof(struct node) == NODE_BYTES, "two nodes fill one LMDB page");
+
+/* A node read in place from LMDB: its value must be NODE_BYTES and 8-byte aligned (see above;
+ * anything else is a damaged database, reported instead of read misaligned). */
+static inline int node_val_ok(const void *p, size_t len)
+{
+	return len == NODE_BYTES && ((uintptr_t)p & (_Alignof(struct node) - 1)) == 0;
+}
 
 /* A block's physical location: container id and slot (4 KiB unit) in it. */
 #define LOC_SLOT_BITS 20 /* containers of up to 4 GiB */

@@ -187,13 +187,13 @@ static int fk_node(struct fk *f, uint64_t id, unsigned level, uint64_t *nonzero)
 		fn.unusable = 1;
 		return fn_put(f, id, &fn);
 	}
-	if (d.mv_size != NODE_BYTES || ((const struct node *)d.mv_data)->h.magic != NODE_MAGIC ||
-	    ((const struct node *)d.mv_data)->h.level != level) {
+	if (d.mv_size == NODE_BYTES)
+		memcpy(&n, d.mv_data, sizeof(n));
+	if (d.mv_size != NODE_BYTES || n.h.magic != NODE_MAGIC || n.h.level != level) {
 		f->r->bad_nodes++;
 		fn.unusable = 1;
 		return fn_put(f, id, &fn);
 	}
-	memcpy(&n, d.mv_data, sizeof(n));
 	f->r->nodes++;
 	/* mark visited before descending, so a corrupt cycle ends here */
 	rc = fn_put(f, id, &fn);

@@ -297,7 +297,7 @@ static int rd_node(MDB_txn *txn, struct dedup_store *s, uint64_t id, unsigned le
 	if (rc)
 		return rc == MDB_NOTFOUND ? -EIO : dedup_mdb_err(rc);
 	n = d.mv_data;
-	if (d.mv_size != NODE_BYTES || n->h.magic != NODE_MAGIC || n->h.level != level)
+	if (!node_val_ok(d.mv_data, d.mv_size) || n->h.magic != NODE_MAGIC || n->h.level != level)
 		return -EIO;
 	*out = n;
 	return 0;

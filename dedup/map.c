@@ -1,6 +1,6 @@
 /*
  * map.c - the block map: one copy-on-write radix tree per volume (Parallax's design), stored as
- * one LMDB overflow page per node, and the writer's transaction state around it.
+ * fixed-size records in LMDB (two nodes per page), and the writer's transaction state around it.
  *
  * Ownership rule (what replaces Parallax's per-pointer writable bit): a node's refcount counts
  * its parents (interior nodes and volume records) and queued drops. A write walks from the
@@ -215,6 +215,14 @@ static int writeback_nodes(struct wtx *w)
 			MDB_val d = { NODE_BYTES, &e->n };
 
 			rc = mdb_put(w->txn, s->dbi_nodes, &k, &d, e->isnew ? MDB_APPEND : 0);
+			/* APPEND refuses a key below the last one: only a foreign higher id (a
+			 * damaged store) does that; place it normally, never over a live node */
+			if (rc == MDB_KEYEXIST && e->isnew)
+				rc = mdb_put(w->txn, s->dbi_nodes, &k, &d, MDB_NOOVERWRITE);
+			if (rc == MDB_KEYEXIST) {
+				log_err("map node %" PRIu64 " already exists", e->id);
+				return -EIO;
+			}
 			if (rc)
 				return dedup_mdb_err(rc);
 		}
@@ -412,8 +420,10 @@ int node_peek(struct wtx *w, uint64_t id, const struct node **out)
 	}
 	if (rc)
 		return dedup_mdb_err(rc);
-	if (d.mv_size != NODE_BYTES)
+	if (!node_val_ok(d.mv_data, d.mv_size)) {
+		log_err("map node %" PRIu64 ": bad record", id);
 		return -EIO;
+	}
 	*out = d.mv_data;
 	return 0;
 }
@@ -461,7 +471,7 @@ static int node_new(struct wtx *w, unsigned level, struct ncent **out)
 	e->id = w->next_node++;
 	memset(&e->n, 0, NODE_BYTES);
 	e->n.h.magic = NODE_MAGIC;
-	e->n.h.level = (uint16_t)level;
+	e->n.h.level = (uint8_t)level;
 	e->isnew = e->excl = e->dirty = 1;
 	rc = nc_insert(w, e);
 	if (rc) {

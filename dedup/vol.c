@@ -362,7 +362,7 @@ static int share_walk(struct dedup_store *s, MDB_txn *txn, uint64_t id, unsigned
 	rc = mdb_get(txn, s->dbi_nodes, &k, &d);
 	if (rc)
 		return rc == MDB_NOTFOUND ? -EIO : dedup_mdb_err(rc);
-	if (d.mv_size != NODE_BYTES)
+	if (!node_val_ok(d.mv_data, d.mv_size))
 		return -EIO;
 	n = d.mv_data; /* valid for the whole read transaction */
 	if (n->h.magic != NODE_MAGIC || n->h.level != level)

@@ -151,17 +151,17 @@ static void test_discard(void)
 		CU_ASSERT_EQUAL_FATAL(t_write(c, v, b, b + 1), 0);
 	/* a partial leaf, then whole leaves (dropped as subtrees) */
 	CU_ASSERT_EQUAL(dedup_vol_discard(c, v, 5, 3), 0);
-	CU_ASSERT_EQUAL(dedup_vol_discard(c, v, 127, 127 * 3), 0);
+	CU_ASSERT_EQUAL(dedup_vol_discard(c, v, 62, 62 * 3), 0);
 	CU_ASSERT_EQUAL(dedup_vol_get(s, "v", &vi), 0);
-	CU_ASSERT_EQUAL(vi.mapped_bytes, (n - 3 - 127 * 3) * TB);
+	CU_ASSERT_EQUAL(vi.mapped_bytes, (n - 3 - 62 * 3) * TB);
 	for (uint64_t b = 0; b < n; b++) {
-		int gone = (b >= 5 && b < 8) || (b >= 127 && b < 127 * 4);
+		int gone = (b >= 5 && b < 8) || (b >= 62 && b < 62 * 4);
 
 		CU_ASSERT_TRUE(t_reads(c, v, b, gone ? 0 : b + 1));
 	}
 	CU_ASSERT_EQUAL(dedup_store_reclaim(s), 0);
 	CU_ASSERT_EQUAL(dedup_store_stats(s, &st), 0);
-	CU_ASSERT_EQUAL(st.unique_blocks, n - 3 - 127 * 3);
+	CU_ASSERT_EQUAL(st.unique_blocks, n - 3 - 62 * 3);
 	CU_ASSERT_TRUE(t_fsck_clean(s));
 	/* everything */
 	CU_ASSERT_EQUAL(dedup_vol_discard(c, v, 0, VOL_BLK), 0);

@@ -22,21 +22,21 @@ static uint64_t db_entries(struct dedup_store *s, MDB_dbi dbi)
 
 static void test_levels(void)
 {
-	CU_ASSERT_EQUAL(levels_span(0), 127);
-	CU_ASSERT_EQUAL(levels_span(1), 127 * 508);
-	CU_ASSERT_EQUAL(levels_span(2), 127ull * 508 * 508);
+	CU_ASSERT_EQUAL(levels_span(0), 62);
+	CU_ASSERT_EQUAL(levels_span(1), 62 * 251);
+	CU_ASSERT_EQUAL(levels_span(2), 62ull * 251 * 251);
 	CU_ASSERT_EQUAL(levels_for(1), 1);
-	CU_ASSERT_EQUAL(levels_for(127), 1);
-	CU_ASSERT_EQUAL(levels_for(128), 2);
-	CU_ASSERT_EQUAL(levels_for(127 * 508), 2);
-	CU_ASSERT_EQUAL(levels_for(127 * 508 + 1), 3);
-	/* the deepest tree holds 30 PiB */
-	CU_ASSERT_EQUAL(levels_span(MAP_MAX_LEVELS - 1), 127ull * 508 * 508 * 508 * 508);
-	CU_ASSERT_TRUE(levels_span(MAP_MAX_LEVELS - 1) * TB > (30ull << 50));
-	CU_ASSERT_EQUAL(sizeof(struct node), 4080);
+	CU_ASSERT_EQUAL(levels_for(62), 1);
+	CU_ASSERT_EQUAL(levels_for(63), 2);
+	CU_ASSERT_EQUAL(levels_for(62 * 251), 2);
+	CU_ASSERT_EQUAL(levels_for(62 * 251 + 1), 3);
+	/* the deepest tree holds 224 PiB */
+	CU_ASSERT_TRUE(levels_span(MAP_MAX_LEVELS - 1) * TB > (224ull << 50));
+	/* two records fill one LMDB page */
+	CU_ASSERT_EQUAL(sizeof(struct node), 2016);
 }
 
-#define SNAP_VOL_BLK (127ull * 508 * 2) /* three levels */
+#define SNAP_VOL_BLK (62ull * 251 * 2) /* three levels */
 
 static void test_snapshot_is_o1(void)
 {
@@ -49,9 +49,9 @@ static void test_snapshot_is_o1(void)
 	CU_ASSERT_EQUAL(dedup_vol_create(s, "v", SNAP_VOL_BLK * TB), 0);
 	CU_ASSERT_EQUAL_FATAL(dedup_ctx_open(s, &c), 0);
 	CU_ASSERT_EQUAL_FATAL(dedup_vol_open(s, "v", &v), 0);
-	/* one block in each of 40 leaves spread over both level-1 subtrees */
+	/* one block in each of 40 leaves spread over both level-1 subtrees (21 + 19 leaves) */
 	for (uint64_t i = 0; i < 40; i++)
-		CU_ASSERT_EQUAL(t_write(c, v, i * 3001, 1 + i), 0);
+		CU_ASSERT_EQUAL(t_write(c, v, i * 761, 1 + i), 0);
 	nodes = db_entries(s, s->dbi_nodes);
 	CU_ASSERT_EQUAL(nodes, 40 + 2 + 1);
 	CU_ASSERT_EQUAL(db_entries(s, s->dbi_noderef), 0); /* refcount 1 costs nothing */
@@ -64,13 +64,13 @@ static void test_snapshot_is_o1(void)
 	CU_ASSERT_EQUAL(t_write(c, v, 0, 999), 0);
 	CU_ASSERT_EQUAL(db_entries(s, s->dbi_nodes), nodes + 3);
 	/*
-	 * Shared now (refcount records): the level-1 node not on the path, and the 22 leaves
+	 * Shared now (refcount records): the level-1 node not on the path, and the 21 leaves
 	 * under the copied level-1 node but the copied one.
 	 */
 	refs = db_entries(s, s->dbi_noderef);
-	CU_ASSERT_EQUAL(refs, 1 + 22 - 1);
+	CU_ASSERT_EQUAL(refs, 1 + 21 - 1);
 	/* a second write under the copied path copies only the shared leaf below it */
-	CU_ASSERT_EQUAL(t_write(c, v, 3001, 998), 0);
+	CU_ASSERT_EQUAL(t_write(c, v, 761, 998), 0);
 	CU_ASSERT_EQUAL(db_entries(s, s->dbi_nodes), nodes + 4);
 
 	/* dropping the snapshot frees exactly what only it used */
@@ -79,8 +79,8 @@ static void test_snapshot_is_o1(void)
 	CU_ASSERT_EQUAL(db_entries(s, s->dbi_nodes), nodes);
 	CU_ASSERT_EQUAL(db_entries(s, s->dbi_noderef), 0);
 	CU_ASSERT_TRUE(t_reads(c, v, 0, 999));
-	CU_ASSERT_TRUE(t_reads(c, v, 3001, 998));
-	CU_ASSERT_TRUE(t_reads(c, v, 6002, 3));
+	CU_ASSERT_TRUE(t_reads(c, v, 761, 998));
+	CU_ASSERT_TRUE(t_reads(c, v, 1522, 3));
 	CU_ASSERT_TRUE(t_fsck_clean(s));
 	dedup_vol_close(v);
 	dedup_ctx_close(c);
@@ -94,15 +94,15 @@ static void test_empty_subtrees_freed(void)
 	struct dedup_vol *v;
 
 	CU_ASSERT_FATAL(s != NULL);
-	CU_ASSERT_EQUAL(dedup_vol_create(s, "huge", 32ull << 50), -EFBIG);
+	CU_ASSERT_EQUAL(dedup_vol_create(s, "huge", 240ull << 50), -EFBIG);
 	CU_ASSERT_EQUAL(dedup_vol_create(s, "v", SNAP_VOL_BLK * TB), 0);
 	CU_ASSERT_EQUAL_FATAL(dedup_ctx_open(s, &c), 0);
 	CU_ASSERT_EQUAL_FATAL(dedup_vol_open(s, "v", &v), 0);
 	for (uint64_t i = 0; i < 100; i++)
-		CU_ASSERT_EQUAL(t_write(c, v, i * 1237, 1 + i), 0);
+		CU_ASSERT_EQUAL(t_write(c, v, i * 311, 1 + i), 0);
 	CU_ASSERT_TRUE(db_entries(s, s->dbi_nodes) > 100);
 	for (uint64_t i = 0; i < 100; i++)
-		CU_ASSERT_EQUAL(t_write(c, v, i * 1237, 0), 0);
+		CU_ASSERT_EQUAL(t_write(c, v, i * 311, 0), 0);
 	CU_ASSERT_EQUAL(db_entries(s, s->dbi_nodes), 0);
 	CU_ASSERT_TRUE(t_fsck_clean(s));
 	dedup_vol_close(v);

@@ -9,7 +9,7 @@
 #include <errno.h>
 
 /* 3 map levels: snapshot copies happen at every level */
-#define BIG_BLK (127ull * 508 * 3)
+#define BIG_BLK (62ull * 251 * 3)
 
 struct env {
 	struct dedup_store *s;
