@@ -67,8 +67,12 @@ static void conn_break(struct hvsim_conn *c, int err)
 {
 	if (c->broken)
 		return;
-	LOG_RATELIMITED(&bad_msg_rl, LOG_LVL_WARN, "d%u: dropping a connection that does not read (%s)",
-			c->dom->domid, strerror(-err));
+	/* A peer that hung up is no news; one whose queue is full does not read its replies. */
+	if (err == -EAGAIN)
+		LOG_RATELIMITED(&bad_msg_rl, LOG_LVL_WARN,
+				"d%u: dropping a connection that does not read", c->dom->domid);
+	else
+		log_debug("d%u: connection gone (%s)", c->dom->domid, strerror(-err));
 	c->broken = 1;
 	shutdown(c->fd, SHUT_RDWR);
 }

@@ -24,3 +24,11 @@ $(FIO_ENGINE): $(BUILD)/obj/tools/fio_blkfront.o $(HV_LIB) $(COMMON_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -shared -Wl,--exclude-libs,ALL -o $@ $(filter %.o,$^) \
 		$(filter %.a,$^) $(LDLIBS)
+
+# bench_hv: the sim hypervisor's costs (xenstore, event channels, grant mapping); `make bench-hv`
+# runs it against a private hvsimd.
+BINS += $(BUILD)/bin/bench_hv
+$(BUILD)/bin/bench_hv: $(call objs,tools/bench_hv.c) $(HV_LIB) $(COMMON_LIB)
+
+bench-hv: $(BUILD)/bin/bench_hv $(BUILD)/bin/hvsimd
+	@$(BUILD)/bin/bench_hv
