@@ -11,8 +11,10 @@
  *
  * Handles: struct hv is a context (which hypervisor, which domain we are). Grant-table and
  * event-channel handles are opened from it; like their libxen counterparts each is used by one
- * thread at a time. All functions return 0 (or a count) on success and a negative errno on
- * failure; none returns a positive errno. hv_strerror() gives the sentence for an error.
+ * thread at a time. A context may be shared by threads (its own calls are serialised inside).
+ * All functions return 0 (or a count) on success and a negative errno on failure; none
+ * returns a positive errno. hv_strerror() gives the sentence for an error. docs/hv.md says
+ * how the sim maps onto Xen and where it differs.
  */
 #ifndef SLUICE_HV_HV_H
 #define SLUICE_HV_HV_H
@@ -45,7 +47,9 @@ struct hv_evtchn;
  * @kind: HV_KIND_SIM or HV_KIND_XEN.
  * @dir: the sim's directory (hvsimd --dir); ignored for XEN.
  * Errors: -ENOENT / -ECONNREFUSED when hvsimd is not running in @dir; -ENODEV for XEN without
- * /dev/xen ("no Xen hypervisor found; use the sim").
+ * /dev/xen ("no Xen hypervisor found; use the sim"); -EINVAL for SIM without @dir;
+ * -ENAMETOOLONG when @dir is too long for its socket paths; -EPROTO for a socket that does not
+ * speak hvsimd's protocol.
  */
 int hv_open(struct hv **out, enum hv_kind kind, const char *dir);
 
@@ -53,9 +57,14 @@ int hv_open(struct hv **out, enum hv_kind kind, const char *dir);
  * Open a guest context for @domain (a name or a decimal domid) of the sim in @dir. The first
  * guest context of a domain creates the guest's memory (a memfd of the domain's --mem size) and
  * registers it with hvsimd; a later one (after the first process exited) gets the same memory
- * and grant table back, and reclaims the grant entries nobody has mapped. While another live
- * process holds the domain's guest context: -EBUSY.
- * Guest contexts exist only in the sim: HV kind XEN has no guest side (-EOPNOTSUPP).
+ * and grant table back, and reclaims the grant entries nobody has mapped (entries a backend
+ * still maps, and their frames, stay allocated until a later hv_guest_alloc_gref finds them
+ * unmapped). Grant refs below GNTTAB_NR_RESERVED_ENTRIES are the toolstack's, never handed out.
+ * Errors: -EBUSY while another live context holds the domain's guest side; -ESRCH no such
+ * domain; -ENOENT hvsimd is not running in @dir; -EINVAL a malformed name or domid.
+ * Guest contexts exist only in the sim: HV kind XEN has no guest side (the hv_guest_* calls on
+ * a XEN context return -EOPNOTSUPP, 0 or NULL). A guest context cannot open a gnttab handle
+ * (-EOPNOTSUPP): mapping is dom0's.
  */
 int hv_guest_open(struct hv **out, const char *dir, const char *domain);
 
@@ -75,7 +84,13 @@ enum hv_kind hv_kind(const struct hv *hv);
  */
 const char *hv_xenstore_path(const struct hv *hv);
 
-/** Open libxenstore on this context's xenstore (a struct xs_handle *), or NULL with errno set. */
+/**
+ * Open libxenstore on this context's xenstore (a struct xs_handle *), or NULL with errno set.
+ * Sim: libxenstore reads XENSTORED_PATH from the process environment inside xs_open, so this
+ * sets it for the call and restores it after, under a lock that serialises hv_xs_open callers;
+ * another thread calling setenv/getenv at that moment is not protected (the environment is
+ * process-global). Xen: xs_open(0).
+ */
 struct xs_handle *hv_xs_open(const struct hv *hv);
 
 /** Parse "sim" / "xen" into *kind. Returns 0 or -EINVAL. */
@@ -89,7 +104,10 @@ const char *hv_strerror(int err);
  *
  * A map succeeds only if the guest's entry has type GTF_permit_access, names the mapping domain,
  * and (for a writable map) lacks GTF_readonly. While mapped, GTF_reading (and GTF_writing for a
- * writable map) are set in the guest's entry; the last unmap clears them. Refusals:
+ * writable map) are set in the guest's entry; the last unmap clears them. A read-only map is
+ * mapped PROT_READ: a store faults. Mappings belong to the handle that made them: unmap through
+ * it; closing it releases whatever it still maps (its addresses become invalid), as closing
+ * /dev/xen/gntdev does. A mapping outlives the domain's destruction until unmapped. Refusals:
  *   -EINVAL  bad grant reference (outside the table)
  *   -EPERM   entry does not permit access (not granted, or wrong type)
  *   -EACCES  granted to another domain
@@ -97,6 +115,8 @@ const char *hv_strerror(int err);
  *   -EFAULT  granted frame outside the guest's memory
  *   -ESRCH   no such domain, or it was destroyed
  *   -ENXIO   the guest has not registered memory yet
+ *   -EOVERFLOW  the entry is pinned too many times (sim: 32767 read-only / 65535 writable)
+ * and -EINVAL for a @prot that is not HV_PROT_READ, optionally | HV_PROT_WRITE.
  */
 
 #define HV_PROT_READ 1u
@@ -124,7 +144,11 @@ int hv_gnttab_unmap_contig(struct hv_gnttab *g, void *addr, uint32_t count);
 int hv_gnttab_map_pages(struct hv_gnttab *g, domid_t domid, uint32_t count,
 			const grant_ref_t *refs, unsigned prot, void **addrs, int *status);
 
-/** Unmap pages mapped by hv_gnttab_map_pages (same domid, refs, prot and addresses). */
+/**
+ * Unmap pages mapped by hv_gnttab_map_pages (same handle, domid, refs, prot and addresses; any
+ * subset, in any grouping). Returns 0, or -EINVAL when some page was not mapped so by this
+ * handle (the others are still unmapped).
+ */
 int hv_gnttab_unmap_pages(struct hv_gnttab *g, domid_t domid, uint32_t count,
 			  const grant_ref_t *refs, unsigned prot, void *const *addrs);
 
@@ -141,15 +165,26 @@ uint32_t hv_guest_nr_grants(const struct hv *hv);
 /** The guest's memory: base address and size in bytes; frame N is at base + N * 4096. */
 void *hv_guest_mem(const struct hv *hv, size_t *len_bytes);
 
-/** Allocate @count contiguous free frames of guest memory; *frame is the first. -ENOMEM if none. */
+/**
+ * Allocate @count contiguous free frames of guest memory; *frame is the first. -ENOMEM if no
+ * run is free, -EINVAL for 0 or more than the memory has. The allocators are thread-safe.
+ */
 int hv_guest_alloc_frames(struct hv *hv, uint32_t count, uint32_t *frame);
 void hv_guest_free_frames(struct hv *hv, uint32_t frame, uint32_t count);
 
 /** Reserve a free grant ref (entry flags 0). -ENOSPC when the table is full. */
 int hv_guest_alloc_gref(struct hv *hv, grant_ref_t *ref);
+
+/**
+ * Return a ref. One still granted is ended first; one a backend still maps cannot be, and is
+ * set aside until it is unmapped rather than handed out again.
+ */
 void hv_guest_free_gref(struct hv *hv, grant_ref_t ref);
 
-/** Grant @frame to domain @to (GTF_permit_access, plus GTF_readonly if @readonly). */
+/**
+ * Grant @frame to domain @to (GTF_permit_access, plus GTF_readonly if @readonly). -EINVAL for a
+ * ref outside the table, a frame outside guest memory or a reserved domid.
+ */
 int hv_guest_grant(struct hv *hv, grant_ref_t ref, domid_t to, uint32_t frame, int readonly);
 
 /** End access: 0, or -EBUSY while the backend still has the page mapped (entry unchanged). */
@@ -161,7 +196,10 @@ int hv_guest_end_access(struct hv *hv, grant_ref_t ref);
  * One pollable fd per handle. hv_evtchn_pending() returns a port that fired; that port stays
  * masked until hv_evtchn_unmask(). A notify before the peer is bound is dropped (as Xen drops a
  * send on an unbound port); a notify to a bound port whose receiver has not looked yet leaves it
- * pending.
+ * pending. Ports are per domain, owned by the handle that made them: the other calls take only
+ * the handle's own ports (-EINVAL otherwise). When the peer unbinds or its domain dies, the
+ * port falls back to unbound (sends are dropped) and the remote domain may bind to it again.
+ * The fd may also become readable for the sim's bookkeeping; hv_evtchn_pending() then returns 0.
  */
 
 int hv_evtchn_open(struct hv *hv, struct hv_evtchn **out);
@@ -170,10 +208,13 @@ void hv_evtchn_close(struct hv_evtchn *e); /**< unbinds every port of the handle
 /** The fd to poll for POLLIN; then call hv_evtchn_pending() until it returns 0. */
 int hv_evtchn_fd(struct hv_evtchn *e);
 
-/** Allocate a port that domain @remote may bind to. */
+/** Allocate a port that domain @remote may bind to. -ESRCH: no such domain; -ENOSPC: no port. */
 int hv_evtchn_alloc_unbound(struct hv_evtchn *e, domid_t remote, evtchn_port_t *port);
 
-/** Bind a local port to (@remote, @remote_port); -EINVAL if that port is not unbound for us. */
+/**
+ * Bind a local port to (@remote, @remote_port); -EINVAL if that port is not unbound for us,
+ * -ESRCH if @remote does not exist.
+ */
 int hv_evtchn_bind_interdomain(struct hv_evtchn *e, domid_t remote, evtchn_port_t remote_port,
 			       evtchn_port_t *port);
 
