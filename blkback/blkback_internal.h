@@ -381,9 +381,10 @@ struct bb_ring_desc {
 
 /**
  * Map the @nr_rings rings in @d, bind their event channels and start their threads. On failure
- * everything is undone (and logged). Returns 0 or -errno.
+ * everything is undone and @why says what failed. Returns 0 or -errno.
  */
-int bb_vbd_connect_rings(struct bb_vbd *v, const struct bb_ring_desc *d, unsigned nr_rings);
+int bb_vbd_connect_rings(struct bb_vbd *v, const struct bb_ring_desc *d, unsigned nr_rings,
+			 char *why, size_t why_len);
 
 /**
  * Stop the ring threads (in-flight requests complete and are answered), unmap and unbind.
