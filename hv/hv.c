@@ -131,7 +131,8 @@ const char *hv_strerror(int err)
 	case EPROTO:
 		return "protocol error talking to hvsimd";
 	case EOPNOTSUPP:
-		return "not supported by this hypervisor kind (the guest side exists only in the sim)";
+		return "not supported by this hypervisor kind (the guest side exists only in the "
+		       "sim)";
 	case ENOTCONN:
 		return "the event channel has no peer";
 	case ENOSPC:
@@ -178,8 +179,8 @@ int hv_gnttab_unmap_contig(struct hv_gnttab *g, void *addr, uint32_t count)
 	return g->hv->ops->unmap_contig(g, addr, count);
 }
 
-int hv_gnttab_map_pages(struct hv_gnttab *g, domid_t domid, uint32_t count,
-			const grant_ref_t *refs, unsigned prot, void **addrs, int *status)
+int hv_gnttab_map_pages(struct hv_gnttab *g, domid_t domid, uint32_t count, const grant_ref_t *refs,
+			unsigned prot, void **addrs, int *status)
 {
 	if (!prot_ok(prot)) {
 		for (uint32_t i = 0; i < count; i++) {

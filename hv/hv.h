@@ -26,7 +26,7 @@
 #include <xen/grant_table.h>
 #include <xen/event_channel.h>
 
-#define HV_PAGE_SIZE 4096u
+#define HV_PAGE_SIZE  4096u
 #define HV_PAGE_SHIFT 12
 
 enum hv_kind {
@@ -119,7 +119,7 @@ const char *hv_strerror(int err);
  * and -EINVAL for a @prot that is not HV_PROT_READ, optionally | HV_PROT_WRITE.
  */
 
-#define HV_PROT_READ 1u
+#define HV_PROT_READ  1u
 #define HV_PROT_WRITE 2u
 
 int hv_gnttab_open(struct hv *hv, struct hv_gnttab **out);
@@ -141,8 +141,8 @@ int hv_gnttab_unmap_contig(struct hv_gnttab *g, void *addr, uint32_t count);
  * unmapped with hv_gnttab_unmap_pages, also when others failed. This is the data-path call:
  * in the sim it makes no system call.
  */
-int hv_gnttab_map_pages(struct hv_gnttab *g, domid_t domid, uint32_t count,
-			const grant_ref_t *refs, unsigned prot, void **addrs, int *status);
+int hv_gnttab_map_pages(struct hv_gnttab *g, domid_t domid, uint32_t count, const grant_ref_t *refs,
+			unsigned prot, void **addrs, int *status);
 
 /**
  * Unmap pages mapped by hv_gnttab_map_pages (same handle, domid, refs, prot and addresses; any

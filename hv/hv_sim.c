@@ -37,9 +37,9 @@
 
 struct sim_hv {
 	struct hv base;
-	char hv_path[HV_PATH_MAX];    /**< the hv socket this context's handles connect to */
-	pthread_mutex_t lock;         /**< guards chan and the guest allocators */
-	struct hvsim_chan chan;       /**< the context's connection (a guest's registrant) */
+	char hv_path[HV_PATH_MAX]; /**< the hv socket this context's handles connect to */
+	pthread_mutex_t lock;	   /**< guards chan and the guest allocators */
+	struct hvsim_chan chan;	   /**< the context's connection (a guest's registrant) */
 	uint32_t max_ports;
 	int guest;
 
@@ -49,19 +49,19 @@ struct sim_hv {
 	uint32_t mem_frames;
 	grant_entry_v1_t *gnt;
 	uint32_t nr_grants;
-	uint64_t *frame_used;         /**< bitmap, 1 = allocated */
+	uint64_t *frame_used; /**< bitmap, 1 = allocated */
 	uint32_t frame_hint;
-	uint32_t *gref_free;          /**< stack of free refs */
+	uint32_t *gref_free; /**< stack of free refs */
 	uint32_t gref_nfree;
-	uint8_t *gref_state;          /**< GREF_* per ref */
-	uint32_t nr_leftover;         /**< refs in GREF_LEFTOVER */
+	uint8_t *gref_state;  /**< GREF_* per ref */
+	uint32_t nr_leftover; /**< refs in GREF_LEFTOVER */
 };
 
 enum {
 	GREF_RESERVED = 0, /**< the toolstack's first entries; never handed out */
 	GREF_FREE,
 	GREF_USED,
-	GREF_LEFTOVER,     /**< still mapped when we found (or freed) it: reclaimed later */
+	GREF_LEFTOVER, /**< still mapped when we found (or freed) it: reclaimed later */
 };
 
 static struct sim_hv *sim_of(const struct hv *hv)
@@ -511,21 +511,21 @@ int hv_guest_end_access(struct hv *hv, grant_ref_t ref)
 
 /* ---- grant mapping (dom0) ---- */
 
-#define PIN_RD 1u
-#define PIN_WR 0x10000u
+#define PIN_RD	1u
+#define PIN_WR	0x10000u
 #define PIN_MAX 0xffffu
 
 /* One guest's memory and tables as one gnttab handle maps them. */
 struct sim_dommap {
 	domid_t domid;
 	uint64_t instance;
-	int current;                  /**< 0 once the domain was seen destroyed */
-	int mem_fd;                   /**< kept for map_contig's per-page mmaps */
+	int current; /**< 0 once the domain was seen destroyed */
+	int mem_fd;  /**< kept for map_contig's per-page mmaps */
 	uint8_t *mem_ro;
 	uint8_t *mem_rw;
 	uint64_t mem_bytes;
 	struct hvsim_gnt_view view;
-	uint32_t *pins;               /**< this handle's pins per ref: PIN_RD / PIN_WR units */
+	uint32_t *pins; /**< this handle's pins per ref: PIN_RD / PIN_WR units */
 	uint64_t nr_pins;
 	struct sim_dommap *next;
 };
@@ -542,7 +542,7 @@ struct sim_contig {
 struct sim_gnttab {
 	struct hv_gnttab base;
 	struct sim_dommap *doms;
-	struct sim_dommap *last;      /**< most recently used: the data path's one-entry cache */
+	struct sim_dommap *last; /**< most recently used: the data path's one-entry cache */
 	struct sim_contig *contigs;
 };
 
@@ -588,7 +588,7 @@ static void *map_fd(int fd, uint64_t len, int prot)
 static int dommap_fetch(struct sim_gnttab *sg, domid_t domid, struct sim_dommap **out)
 {
 	struct sim_hv *sh = sim_of(sg->base.hv);
-	struct hvsim_domid_msg req = { .domid = domid };
+	struct hvsim_domid_msg req = {.domid = domid};
 	struct hvsim_mem_rep rep;
 	struct sim_dommap *dm;
 	int fds[3], rc;
@@ -616,9 +616,10 @@ static int dommap_fetch(struct sim_gnttab *sg, domid_t domid, struct sim_dommap 
 	dm->view.mem_frames = rep.mem_bytes / HV_PAGE_SIZE;
 	dm->mem_ro = map_fd(dm->mem_fd, dm->mem_bytes, PROT_READ);
 	dm->mem_rw = map_fd(dm->mem_fd, dm->mem_bytes, PROT_READ | PROT_WRITE);
-	dm->view.table = map_fd(fds[1], hvsim_gnt_table_bytes(rep.nr_grants),
-				PROT_READ | PROT_WRITE);
-	dm->view.hdr = map_fd(fds[2], hvsim_gnt_active_bytes(rep.nr_grants), PROT_READ | PROT_WRITE);
+	dm->view.table =
+	    map_fd(fds[1], hvsim_gnt_table_bytes(rep.nr_grants), PROT_READ | PROT_WRITE);
+	dm->view.hdr =
+	    map_fd(fds[2], hvsim_gnt_active_bytes(rep.nr_grants), PROT_READ | PROT_WRITE);
 	dm->pins = calloc(rep.nr_grants, sizeof(*dm->pins));
 	if (!dm->mem_ro || !dm->mem_rw || !dm->view.table || !dm->view.hdr || !dm->pins) {
 		rc = dm->pins ? -errno : -ENOMEM;
@@ -794,8 +795,7 @@ static int sim_unmap_pages(struct hv_gnttab *g, domid_t domid, uint32_t count,
 	return rc;
 }
 
-static void contig_unpin(struct sim_dommap *dm, const grant_ref_t *refs, uint32_t n,
-			 int writable)
+static void contig_unpin(struct sim_dommap *dm, const grant_ref_t *refs, uint32_t n, int writable)
 {
 	for (uint32_t i = 0; i < n; i++)
 		unpin(dm, refs[i], writable);
@@ -822,8 +822,8 @@ static int sim_map_contig(struct hv_gnttab *g, domid_t domid, uint32_t count,
 	if (!c)
 		return -ENOMEM;
 	/* Reserve the whole range first so the per-page fixed mappings cannot hit anything. */
-	region = mmap(NULL, (size_t)count * HV_PAGE_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
-		      -1, 0);
+	region =
+	    mmap(NULL, (size_t)count * HV_PAGE_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (region == MAP_FAILED) {
 		rc = -errno;
 		goto err_free;
@@ -919,13 +919,13 @@ static void sim_gnttab_close(struct hv_gnttab *g)
 enum { PEER_UNKNOWN = 0, PEER_KNOWN, PEER_NONE };
 
 #define EVT_TOKEN_CONN 0 /* epoll data for the control connection; port 0 is never valid */
-#define EVT_BATCH 16
+#define EVT_BATCH      16
 
 struct sim_port {
 	int bound;
-	int recv_fd;   /**< our receive eventfd */
-	int peer_fd;   /**< the peer's receive eventfd (PEER_KNOWN) */
-	int peer;      /**< PEER_* */
+	int recv_fd; /**< our receive eventfd */
+	int peer_fd; /**< the peer's receive eventfd (PEER_KNOWN) */
+	int peer;    /**< PEER_* */
 };
 
 struct sim_evtchn {
@@ -934,7 +934,7 @@ struct sim_evtchn {
 	int epfd;
 	int conn_dead;
 	struct sim_port *ports;
-	uint32_t nr_ports;             /**< capacity of ports[] */
+	uint32_t nr_ports; /**< capacity of ports[] */
 	struct epoll_event evbuf[EVT_BATCH];
 	int ev_n, ev_pos;
 };
@@ -971,7 +971,7 @@ static void evt_notice(void *arg, const struct hvsim_msg *m, size_t len)
 static int sim_evtchn_open(struct hv *hv, struct hv_evtchn **out)
 {
 	struct sim_hv *sh = sim_of(hv);
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = EVT_TOKEN_CONN };
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EVT_TOKEN_CONN};
 	struct sim_evtchn *se;
 	int rc;
 
@@ -1047,7 +1047,7 @@ static int sim_evtchn_fd(struct hv_evtchn *e)
 
 static int evt_arm(struct sim_evtchn *se, evtchn_port_t port, int op)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.u64 = port };
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.u64 = port};
 
 	return epoll_ctl(se->epfd, op, se->ports[port].recv_fd, &ev) < 0 ? -errno : 0;
 }
@@ -1071,7 +1071,7 @@ static int evt_port_add(struct sim_evtchn *se, evtchn_port_t port, int recv_fd, 
 	p->bound = 1;
 	rc = evt_arm(se, port, EPOLL_CTL_ADD);
 	if (rc) {
-		struct hvsim_evtchn_msg req = { .port = port };
+		struct hvsim_evtchn_msg req = {.port = port};
 
 		evt_port_drop(se, port);
 		hvsim_chan_call(&se->chan, HVSIM_EVTCHN_UNBIND, &req, sizeof(req), NULL, 0, NULL, 0,
@@ -1083,7 +1083,7 @@ static int evt_port_add(struct sim_evtchn *se, evtchn_port_t port, int recv_fd, 
 static int sim_alloc_unbound(struct hv_evtchn *e, domid_t remote, evtchn_port_t *port)
 {
 	struct sim_evtchn *se = (struct sim_evtchn *)e;
-	struct hvsim_evtchn_msg req = { .remote = remote }, rep;
+	struct hvsim_evtchn_msg req = {.remote = remote}, rep;
 	uint32_t got;
 	int fd, rc;
 
@@ -1105,7 +1105,7 @@ static int sim_bind_interdomain(struct hv_evtchn *e, domid_t remote, evtchn_port
 				evtchn_port_t *port)
 {
 	struct sim_evtchn *se = (struct sim_evtchn *)e;
-	struct hvsim_evtchn_msg req = { .remote = remote, .port = remote_port }, rep;
+	struct hvsim_evtchn_msg req = {.remote = remote, .port = remote_port}, rep;
 	uint32_t got;
 	int fds[2], rc;
 
@@ -1126,7 +1126,7 @@ static int sim_bind_interdomain(struct hv_evtchn *e, domid_t remote, evtchn_port
 /* Bring the cached peer of @p up to date. Returns 0 or -errno (not -ENOTCONN). */
 static int evt_peer_refresh(struct sim_evtchn *se, evtchn_port_t port, struct sim_port *p)
 {
-	struct hvsim_evtchn_msg req = { .port = port }, rep;
+	struct hvsim_evtchn_msg req = {.port = port}, rep;
 	uint32_t got;
 	int fd, rc;
 
@@ -1227,7 +1227,7 @@ static int sim_unmask(struct hv_evtchn *e, evtchn_port_t port)
 static int sim_unbind(struct hv_evtchn *e, evtchn_port_t port)
 {
 	struct sim_evtchn *se = (struct sim_evtchn *)e;
-	struct hvsim_evtchn_msg req = { .port = port }, rep;
+	struct hvsim_evtchn_msg req = {.port = port}, rep;
 	int rc;
 
 	if (!evt_port(se, port))
@@ -1240,20 +1240,20 @@ static int sim_unbind(struct hv_evtchn *e, evtchn_port_t port)
 }
 
 const struct hv_ops hv_sim_ops = {
-	.close = sim_close,
-	.gnttab_open = sim_gnttab_open,
-	.gnttab_close = sim_gnttab_close,
-	.map_contig = sim_map_contig,
-	.unmap_contig = sim_unmap_contig,
-	.map_pages = sim_map_pages,
-	.unmap_pages = sim_unmap_pages,
-	.evtchn_open = sim_evtchn_open,
-	.evtchn_close = sim_evtchn_close,
-	.evtchn_fd = sim_evtchn_fd,
-	.alloc_unbound = sim_alloc_unbound,
-	.bind_interdomain = sim_bind_interdomain,
-	.notify = sim_notify,
-	.pending = sim_pending,
-	.unmask = sim_unmask,
-	.unbind = sim_unbind,
+    .close = sim_close,
+    .gnttab_open = sim_gnttab_open,
+    .gnttab_close = sim_gnttab_close,
+    .map_contig = sim_map_contig,
+    .unmap_contig = sim_unmap_contig,
+    .map_pages = sim_map_pages,
+    .unmap_pages = sim_unmap_pages,
+    .evtchn_open = sim_evtchn_open,
+    .evtchn_close = sim_evtchn_close,
+    .evtchn_fd = sim_evtchn_fd,
+    .alloc_unbound = sim_alloc_unbound,
+    .bind_interdomain = sim_bind_interdomain,
+    .notify = sim_notify,
+    .pending = sim_pending,
+    .unmask = sim_unmask,
+    .unbind = sim_unbind,
 };

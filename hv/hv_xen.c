@@ -168,8 +168,8 @@ static int xen_evtchn_fd(struct hv_evtchn *e)
 
 static int xen_alloc_unbound(struct hv_evtchn *e, domid_t remote, evtchn_port_t *port)
 {
-	xenevtchn_port_or_error_t p = xenevtchn_bind_unbound_port(((struct xen_evtchn *)e)->xce,
-								  remote);
+	xenevtchn_port_or_error_t p =
+	    xenevtchn_bind_unbound_port(((struct xen_evtchn *)e)->xce, remote);
 
 	if (p < 0)
 		return xen_err();
@@ -181,7 +181,7 @@ static int xen_bind_interdomain(struct hv_evtchn *e, domid_t remote, evtchn_port
 				evtchn_port_t *port)
 {
 	xenevtchn_port_or_error_t p =
-		xenevtchn_bind_interdomain(((struct xen_evtchn *)e)->xce, remote, remote_port);
+	    xenevtchn_bind_interdomain(((struct xen_evtchn *)e)->xce, remote, remote_port);
 
 	if (p < 0)
 		return xen_err();
@@ -197,7 +197,7 @@ static int xen_notify(struct hv_evtchn *e, evtchn_port_t port)
 static int xen_pending(struct hv_evtchn *e, evtchn_port_t *port)
 {
 	struct xen_evtchn *xe = (struct xen_evtchn *)e;
-	struct pollfd pfd = { .fd = xenevtchn_fd(xe->xce), .events = POLLIN };
+	struct pollfd pfd = {.fd = xenevtchn_fd(xe->xce), .events = POLLIN};
 	xenevtchn_port_or_error_t p;
 	int n;
 
@@ -225,20 +225,20 @@ static int xen_unbind(struct hv_evtchn *e, evtchn_port_t port)
 }
 
 const struct hv_ops hv_xen_ops = {
-	.close = xen_close,
-	.gnttab_open = xen_gnttab_open,
-	.gnttab_close = xen_gnttab_close,
-	.map_contig = xen_map_contig,
-	.unmap_contig = xen_unmap_contig,
-	.map_pages = xen_map_pages,
-	.unmap_pages = xen_unmap_pages,
-	.evtchn_open = xen_evtchn_open,
-	.evtchn_close = xen_evtchn_close,
-	.evtchn_fd = xen_evtchn_fd,
-	.alloc_unbound = xen_alloc_unbound,
-	.bind_interdomain = xen_bind_interdomain,
-	.notify = xen_notify,
-	.pending = xen_pending,
-	.unmask = xen_unmask,
-	.unbind = xen_unbind,
+    .close = xen_close,
+    .gnttab_open = xen_gnttab_open,
+    .gnttab_close = xen_gnttab_close,
+    .map_contig = xen_map_contig,
+    .unmap_contig = xen_unmap_contig,
+    .map_pages = xen_map_pages,
+    .unmap_pages = xen_unmap_pages,
+    .evtchn_open = xen_evtchn_open,
+    .evtchn_close = xen_evtchn_close,
+    .evtchn_fd = xen_evtchn_fd,
+    .alloc_unbound = xen_alloc_unbound,
+    .bind_interdomain = xen_bind_interdomain,
+    .notify = xen_notify,
+    .pending = xen_pending,
+    .unmask = xen_unmask,
+    .unbind = xen_unbind,
 };

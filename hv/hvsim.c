@@ -57,7 +57,7 @@ void hvsim_conn_close(struct hvsim_conn *c)
 
 int hvsim_conn_hung_up(struct hvsim_conn *c)
 {
-	struct pollfd p = { .fd = c->fd, .events = POLLIN | POLLRDHUP };
+	struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
 
 	return c->broken || (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR)));
 }
@@ -94,7 +94,7 @@ static void conn_reply(struct hvsim_conn *c, const struct hvsim_hdr *req, int st
 
 void hvsim_conn_notice(struct hvsim_conn *c, evtchn_port_t port)
 {
-	struct hvsim_evtchn_msg n = { .port = port };
+	struct hvsim_evtchn_msg n = {.port = port};
 	int rc;
 
 	if (c->broken)
@@ -106,26 +106,26 @@ void hvsim_conn_notice(struct hvsim_conn *c, evtchn_port_t port)
 
 /* Expected request payload size per type; 0 = no payload. */
 static const uint32_t req_size[HVSIM_MSG_TYPE_MAX + 1] = {
-	[HVSIM_INFO] = 0,
-	[HVSIM_DOMAIN_CREATE] = sizeof(struct hvsim_dom_create),
-	[HVSIM_DOMAIN_DESTROY] = sizeof(struct hvsim_domid_msg),
-	[HVSIM_DOMAIN_LIST] = sizeof(struct hvsim_domid_msg),
-	[HVSIM_DOMAIN_GET_MEM] = sizeof(struct hvsim_domid_msg),
-	[HVSIM_GUEST_REGISTER_MEM] = 0,
-	[HVSIM_EVTCHN_ALLOC_UNBOUND] = sizeof(struct hvsim_evtchn_msg),
-	[HVSIM_EVTCHN_BIND_INTERDOMAIN] = sizeof(struct hvsim_evtchn_msg),
-	[HVSIM_EVTCHN_PEER] = sizeof(struct hvsim_evtchn_msg),
-	[HVSIM_EVTCHN_UNBIND] = sizeof(struct hvsim_evtchn_msg),
+    [HVSIM_INFO] = 0,
+    [HVSIM_DOMAIN_CREATE] = sizeof(struct hvsim_dom_create),
+    [HVSIM_DOMAIN_DESTROY] = sizeof(struct hvsim_domid_msg),
+    [HVSIM_DOMAIN_LIST] = sizeof(struct hvsim_domid_msg),
+    [HVSIM_DOMAIN_GET_MEM] = sizeof(struct hvsim_domid_msg),
+    [HVSIM_GUEST_REGISTER_MEM] = 0,
+    [HVSIM_EVTCHN_ALLOC_UNBOUND] = sizeof(struct hvsim_evtchn_msg),
+    [HVSIM_EVTCHN_BIND_INTERDOMAIN] = sizeof(struct hvsim_evtchn_msg),
+    [HVSIM_EVTCHN_PEER] = sizeof(struct hvsim_evtchn_msg),
+    [HVSIM_EVTCHN_UNBIND] = sizeof(struct hvsim_evtchn_msg),
 };
 
 static void do_info(struct hvsim_conn *c, const struct hvsim_hdr *h)
 {
 	struct hvsim_info_rep r = {
-		.version = HVSIM_PROTO_VERSION,
-		.domid = c->dom->domid,
-		.mem_bytes = c->dom->mem_bytes,
-		.nr_grants = c->dom->domid ? HVSIM_GNT_ENTRIES : 0,
-		.max_ports = c->dom->max_ports,
+	    .version = HVSIM_PROTO_VERSION,
+	    .domid = c->dom->domid,
+	    .mem_bytes = c->dom->mem_bytes,
+	    .nr_grants = c->dom->domid ? HVSIM_GNT_ENTRIES : 0,
+	    .max_ports = c->dom->max_ports,
 	};
 
 	conn_reply(c, h, 0, &r, sizeof(r), NULL, 0);
@@ -134,8 +134,8 @@ static void do_info(struct hvsim_conn *c, const struct hvsim_hdr *h)
 static void do_domain_create(struct hvsim_conn *c, const struct hvsim_hdr *h, const void *p)
 {
 	struct hvsim_dom_create req;
-	struct hvsim_domid_msg rep = { 0 };
-	domid_t domid;
+	struct hvsim_domid_msg rep = {0};
+	domid_t domid = 0;
 	int rc;
 
 	memcpy(&req, p, sizeof(req));
@@ -205,7 +205,7 @@ static void do_get_mem(struct hvsim_conn *c, const struct hvsim_hdr *h, uint32_t
 
 static void do_evtchn(struct hvsim_conn *c, const struct hvsim_hdr *h, const void *p)
 {
-	struct hvsim_evtchn_msg req, rep = { 0 };
+	struct hvsim_evtchn_msg req, rep = {0};
 	evtchn_port_t port = 0;
 	int out[2], nout = 0, rc;
 
@@ -216,8 +216,8 @@ static void do_evtchn(struct hvsim_conn *c, const struct hvsim_hdr *h, const voi
 		nout = 1;
 		break;
 	case HVSIM_EVTCHN_BIND_INTERDOMAIN:
-		rc = hvsim_evtchn_bind_interdomain(c, req.remote, req.port, &port, &out[0],
-						   &out[1]);
+		rc =
+		    hvsim_evtchn_bind_interdomain(c, req.remote, req.port, &port, &out[0], &out[1]);
 		nout = 2;
 		break;
 	case HVSIM_EVTCHN_PEER:
@@ -389,7 +389,7 @@ static void listen_cb(void *arg, uint32_t events)
 
 int hvsim_listen(struct hvsim *s, struct hvsim_dom *d, const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int fd, rc;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
@@ -504,7 +504,7 @@ static void raise_nofile(void)
 
 int hvsim_new(struct hvsim **out, const char *dir)
 {
-	struct xs_server_hooks hooks = { .domain_exists = domain_exists };
+	struct xs_server_hooks hooks = {.domain_exists = domain_exists};
 	char path[HVSIM_PATH_MAX];
 	struct hvsim *s;
 	int rc;

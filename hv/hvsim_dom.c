@@ -391,8 +391,7 @@ static int mem_fd_check(struct hvsim_dom *d, int fd)
 	return 0;
 }
 
-int hvsim_dom_register_mem(struct hvsim_conn *c, int *fd, struct hvsim_mem_rep *rep,
-			   int fds_out[2])
+int hvsim_dom_register_mem(struct hvsim_conn *c, int *fd, struct hvsim_mem_rep *rep, int fds_out[2])
 {
 	struct hvsim_dom *d = c->dom;
 	int rc;

@@ -88,8 +88,7 @@ static void port_free(struct hvsim_port *p)
 	free(p);
 }
 
-int hvsim_evtchn_alloc_unbound(struct hvsim_conn *c, uint32_t remote, evtchn_port_t *port,
-			       int *efd)
+int hvsim_evtchn_alloc_unbound(struct hvsim_conn *c, uint32_t remote, evtchn_port_t *port, int *efd)
 {
 	struct hvsim_port *p;
 	int rc;

@@ -37,7 +37,7 @@ static gnt_word_t *entry_word(const grant_entry_v1_t *e)
 
 static uint32_t flags_word(uint16_t flags)
 {
-	union gnt_word m = { .s = { .flags = flags, .domid = 0 } };
+	union gnt_word m = {.s = {.flags = flags, .domid = 0}};
 
 	return m.w;
 }
@@ -248,8 +248,8 @@ int hvsim_gnt_end_access(grant_entry_v1_t *table, uint32_t nr_entries, grant_ref
 		 * to the page happened before we reuse it. The exchange fails (and we look again)
 		 * if a mapper set GTF_reading since our load.
 		 */
-	} while (!__atomic_compare_exchange_n(w, &old.w, new.w, 0, __ATOMIC_ACQ_REL,
-					      __ATOMIC_RELAXED));
+	} while (
+	    !__atomic_compare_exchange_n(w, &old.w, new.w, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
 	return 0;
 }
 

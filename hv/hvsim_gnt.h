@@ -21,22 +21,22 @@
 #include <xen/xen.h>
 #include <xen/grant_table.h>
 
-#define HVSIM_GNT_MAGIC 0x48564754u /**< "HVGT" */
-#define HVSIM_GNT_ENTRIES 65536u    /**< grant entries per guest (Xen's default max is 64 frames) */
+#define HVSIM_GNT_MAGIC	  0x48564754u /**< "HVGT" */
+#define HVSIM_GNT_ENTRIES 65536u /**< grant entries per guest (Xen's default max is 64 frames) */
 
 /* The active word of one entry. */
-#define HVSIM_ACT_LOCK (1u << 31)
+#define HVSIM_ACT_LOCK	   (1u << 31)
 #define HVSIM_ACT_RD_SHIFT 0
-#define HVSIM_ACT_RD_MASK 0x7fffu /**< reader (read-only map) pins, bits 0..14 */
+#define HVSIM_ACT_RD_MASK  0x7fffu /**< reader (read-only map) pins, bits 0..14 */
 #define HVSIM_ACT_WR_SHIFT 15
-#define HVSIM_ACT_WR_MASK 0xffffu /**< writer (writable map) pins, bits 15..30 */
+#define HVSIM_ACT_WR_MASK  0xffffu /**< writer (writable map) pins, bits 15..30 */
 
 /** Header of the active table; entries start at HVSIM_GNT_ACTIVE_OFF. */
 struct hvsim_gnt_active_hdr {
-	uint32_t magic;      /**< HVSIM_GNT_MAGIC */
-	uint32_t domid;      /**< the granting domain */
+	uint32_t magic;	     /**< HVSIM_GNT_MAGIC */
+	uint32_t domid;	     /**< the granting domain */
 	uint32_t nr_entries; /**< entries in the grant table */
-	uint32_t alive;      /**< 1 while the domain exists; hvsimd stores 0 when it is destroyed */
+	uint32_t alive;	     /**< 1 while the domain exists; hvsimd stores 0 when it is destroyed */
 	uint64_t mem_frames; /**< 4 KiB frames of guest memory */
 	uint64_t instance;   /**< unique per domain lifetime */
 };
@@ -56,9 +56,9 @@ static inline uint64_t hvsim_gnt_active_bytes(uint32_t nr_entries)
 
 /** A domain's tables as mapped by one process. */
 struct hvsim_gnt_view {
-	grant_entry_v1_t *table;            /**< the shared grant table */
-	struct hvsim_gnt_active_hdr *hdr;   /**< the active table (NULL in a guest process) */
-	uint32_t *active;                   /**< hdr's entries */
+	grant_entry_v1_t *table;	  /**< the shared grant table */
+	struct hvsim_gnt_active_hdr *hdr; /**< the active table (NULL in a guest process) */
+	uint32_t *active;		  /**< hdr's entries */
 	uint32_t nr_entries;
 	uint64_t mem_frames;
 };

@@ -20,14 +20,14 @@ struct hv_loop;
 struct xs_server;
 
 /* DIR must leave room for the longest socket path below it within sun_path (108 bytes). */
-#define HVSIM_DIR_MAX 108u
+#define HVSIM_DIR_MAX  108u
 #define HVSIM_PATH_MAX 256u
 
 #define HVSIM_MAX_CONNS_PER_GUEST 64u
-#define HVSIM_MAX_PORTS_DOM0 4096u /**< dom0 serves every guest: more ports than a guest */
+#define HVSIM_MAX_PORTS_DOM0	  4096u /**< dom0 serves every guest: more ports than a guest */
 
 enum hvsim_port_state {
-	HVSIM_PORT_UNBOUND = 1,     /**< allocated for remote_domid to bind */
+	HVSIM_PORT_UNBOUND = 1,	    /**< allocated for remote_domid to bind */
 	HVSIM_PORT_INTERDOMAIN = 2, /**< connected to peer */
 };
 
@@ -38,20 +38,20 @@ struct hvsim_conn;
 struct hvsim_port {
 	evtchn_port_t port;
 	enum hvsim_port_state state;
-	domid_t remote_domid;      /**< UNBOUND: who may bind; INTERDOMAIN: the peer's domain */
-	struct hvsim_port *peer;   /**< INTERDOMAIN: the other end */
-	struct hvsim_dom *dom;     /**< the domain the port belongs to */
-	struct hvsim_conn *owner;  /**< the handle (connection) that made it */
-	int efd;                   /**< receive eventfd: notifying this port writes it */
+	domid_t remote_domid;	  /**< UNBOUND: who may bind; INTERDOMAIN: the peer's domain */
+	struct hvsim_port *peer;  /**< INTERDOMAIN: the other end */
+	struct hvsim_dom *dom;	  /**< the domain the port belongs to */
+	struct hvsim_conn *owner; /**< the handle (connection) that made it */
+	int efd;		  /**< receive eventfd: notifying this port writes it */
 };
 
 /** A connection on one of the hv sockets. */
 struct hvsim_conn {
 	struct hvsim *s;
-	struct hvsim_dom *dom;     /**< the domain it acts as */
+	struct hvsim_dom *dom; /**< the domain it acts as */
 	int fd;
-	int broken;                /**< a send failed: shut down, closed on the next event */
-	struct hvsim_conn *next;   /**< all connections of the instance */
+	int broken;		 /**< a send failed: shut down, closed on the next event */
+	struct hvsim_conn *next; /**< all connections of the instance */
 };
 
 /** A domain (dom0 included, which has no memory and no grant table). */
@@ -60,13 +60,13 @@ struct hvsim_dom {
 	domid_t domid;
 	char name[HVSIM_NAME_MAX + 1];
 	uint64_t mem_bytes;
-	uint64_t instance;         /**< unique per domain lifetime */
-	int mem_fd;                /**< the guest's memory memfd, -1 until registered */
-	int gnt_fd;                /**< grant table memfd */
-	int act_fd;                /**< active table memfd */
+	uint64_t instance;		      /**< unique per domain lifetime */
+	int mem_fd;			      /**< the guest's memory memfd, -1 until registered */
+	int gnt_fd;			      /**< grant table memfd */
+	int act_fd;			      /**< active table memfd */
 	struct hvsim_gnt_active_hdr *act_hdr; /**< mapped here to mark the domain dead */
-	struct hvsim_conn *registrant; /**< the connection holding the guest side */
-	int listen_fd;             /**< DIR/domains/<domid>/hv.sock (dom0: DIR/hv.sock) */
+	struct hvsim_conn *registrant;	      /**< the connection holding the guest side */
+	int listen_fd;		       /**< DIR/domains/<domid>/hv.sock (dom0: DIR/hv.sock) */
 	char dir_path[HVSIM_PATH_MAX]; /**< DIR/domains/<domid> */
 	uint32_t nr_conns;
 	struct hvsim_port **ports; /**< indexed by port number, max_ports entries */
@@ -81,7 +81,7 @@ struct hvsim {
 	struct xs_server *xs;
 	struct hvsim_dom *doms[DOMID_FIRST_RESERVED]; /**< by domid; [0] is dom0 */
 	uint32_t nr_guests;
-	domid_t last_domid;        /**< round-robin allocation, as Xen's */
+	domid_t last_domid; /**< round-robin allocation, as Xen's */
 	uint64_t next_instance;
 	struct hvsim_conn *conns;
 };

@@ -23,16 +23,16 @@ void hvsim_close_fds(int *fds, unsigned n)
 int hvsim_msg_send(int sock, uint32_t type, uint32_t seq, int32_t status, const void *payload,
 		   uint32_t len, const int *fds, unsigned nfds, int flags)
 {
-	struct hvsim_hdr hdr = { .type = type, .seq = seq, .status = status, .len = len };
+	struct hvsim_hdr hdr = {.type = type, .seq = seq, .status = status, .len = len};
 	union {
 		char buf[CMSG_FDS_SPACE];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov[2] = {
-		{ .iov_base = &hdr, .iov_len = sizeof(hdr) },
-		{ .iov_base = (void *)(uintptr_t)payload, .iov_len = len },
+	    {.iov_base = &hdr, .iov_len = sizeof(hdr)},
+	    {.iov_base = (void *)(uintptr_t)payload, .iov_len = len},
 	};
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
 	ssize_t n;
 
 	if (nfds > HVSIM_MAX_FDS || len > sizeof(((struct hvsim_msg *)0)->payload))
@@ -57,19 +57,18 @@ int hvsim_msg_send(int sock, uint32_t type, uint32_t seq, int32_t status, const 
 	return 0;
 }
 
-int hvsim_msg_recv(int sock, struct hvsim_msg *m, size_t *len, int *fds, unsigned *nfds,
-		   int flags)
+int hvsim_msg_recv(int sock, struct hvsim_msg *m, size_t *len, int *fds, unsigned *nfds, int flags)
 {
 	union {
 		char buf[CMSG_FDS_SPACE];
 		struct cmsghdr align;
 	} ctl;
-	struct iovec iov = { .iov_base = m, .iov_len = sizeof(*m) };
+	struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
 	struct msghdr mh = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = ctl.buf,
-		.msg_controllen = sizeof(ctl.buf),
+	    .msg_iov = &iov,
+	    .msg_iovlen = 1,
+	    .msg_control = ctl.buf,
+	    .msg_controllen = sizeof(ctl.buf),
 	};
 	unsigned got = 0;
 	ssize_t n;
@@ -116,7 +115,7 @@ int hvsim_msg_recv(int sock, struct hvsim_msg *m, size_t *len, int *fds, unsigne
 
 int hvsim_chan_connect(struct hvsim_chan *c, const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int fd, rc;
 
 	c->fd = -1;

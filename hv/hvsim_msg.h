@@ -31,8 +31,7 @@ int hvsim_msg_send(int sock, uint32_t type, uint32_t seq, int32_t status, const 
  * empty message), -EAGAIN (MSG_DONTWAIT and nothing queued), -EMSGSIZE (message longer than
  * HVSIM_MSG_MAX: consumed, its fds closed) or -errno.
  */
-int hvsim_msg_recv(int sock, struct hvsim_msg *m, size_t *len, int *fds, unsigned *nfds,
-		   int flags);
+int hvsim_msg_recv(int sock, struct hvsim_msg *m, size_t *len, int *fds, unsigned *nfds, int flags);
 
 /** Close fds[0..n). */
 void hvsim_close_fds(int *fds, unsigned n);

@@ -28,7 +28,7 @@
 #include "hv/hvsim_msg.h"
 
 #define EVT_WARMUP 1000
-#define BATCH 11
+#define BATCH	   11
 
 static char dir[64];
 static pid_t hvsimd_pid;
@@ -90,9 +90,9 @@ static int start_hvsimd(const char *bindir)
 
 static int create_domain(const char *name, domid_t *domid)
 {
-	struct hvsim_dom_create req = { .mem_bytes = 64ull << 20 };
+	struct hvsim_dom_create req = {.mem_bytes = 64ull << 20};
 	struct hvsim_domid_msg rep;
-	struct hvsim_chan c = { .fd = -1 };
+	struct hvsim_chan c = {.fd = -1};
 	char path[128];
 	int rc;
 
@@ -156,7 +156,7 @@ static int cmp_u64(const void *a, const void *b)
 /* Block until @port fires on @e; leaves it unmasked again. Returns 0 or -1. */
 static int evt_wait(struct hv_evtchn *e, evtchn_port_t port)
 {
-	struct pollfd p = { .fd = hv_evtchn_fd(e), .events = POLLIN };
+	struct pollfd p = {.fd = hv_evtchn_fd(e), .events = POLLIN};
 
 	for (;;) {
 		evtchn_port_t got;
@@ -252,9 +252,10 @@ out_child:
 		for (unsigned i = 0; i < evt_rounds; i++)
 			lat[i] = wake[EVT_WARMUP + i] - send[EVT_WARMUP + i];
 		qsort(lat, evt_rounds, sizeof(*lat), cmp_u64);
-		printf("evtchn notify-to-wake latency:    median %.1f us, p99 %.1f us (%u events)\n",
-		       (double)lat[evt_rounds / 2] / 1e3, (double)lat[evt_rounds * 99 / 100] / 1e3,
-		       evt_rounds);
+		printf(
+		    "evtchn notify-to-wake latency:    median %.1f us, p99 %.1f us (%u events)\n",
+		    (double)lat[evt_rounds / 2] / 1e3, (double)lat[evt_rounds * 99 / 100] / 1e3,
+		    evt_rounds);
 	}
 out:
 	if (rc)
@@ -266,8 +267,7 @@ out:
 	return rc;
 }
 
-static int bench_map_pages(struct hv_gnttab *g, domid_t domid, const grant_ref_t *refs,
-			   uint32_t n)
+static int bench_map_pages(struct hv_gnttab *g, domid_t domid, const grant_ref_t *refs, uint32_t n)
 {
 	void *addrs[BATCH];
 	int status[BATCH];
@@ -285,13 +285,12 @@ static int bench_map_pages(struct hv_gnttab *g, domid_t domid, const grant_ref_t
 		it += 1024;
 	} while (elapsed_s(t0) < seconds);
 	s = elapsed_s(t0);
-	printf("grant map+unmap, map_pages x%-2u:   %10.0f /s  (%.0f pages/s)\n", n,
-	       (double)it / s, (double)(it * n) / s);
+	printf("grant map+unmap, map_pages x%-2u:   %10.0f /s  (%.0f pages/s)\n", n, (double)it / s,
+	       (double)(it * n) / s);
 	return 0;
 }
 
-static int bench_map_contig(struct hv_gnttab *g, domid_t domid, const grant_ref_t *refs,
-			    uint32_t n)
+static int bench_map_contig(struct hv_gnttab *g, domid_t domid, const grant_ref_t *refs, uint32_t n)
 {
 	uint64_t it = 0, t0 = util_now_ns();
 	void *addr;
@@ -307,8 +306,8 @@ static int bench_map_contig(struct hv_gnttab *g, domid_t domid, const grant_ref_
 		it += 64;
 	} while (elapsed_s(t0) < seconds);
 	s = elapsed_s(t0);
-	printf("grant map+unmap, map_contig x%-2u:  %10.0f /s  (%.0f pages/s)\n", n,
-	       (double)it / s, (double)(it * n) / s);
+	printf("grant map+unmap, map_contig x%-2u:  %10.0f /s  (%.0f pages/s)\n", n, (double)it / s,
+	       (double)(it * n) / s);
 	return 0;
 }
 
@@ -346,10 +345,10 @@ out_guest:
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "seconds", required_argument, NULL, 's' },
-		{ "events", required_argument, NULL, 'e' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"seconds", required_argument, NULL, 's'},
+	    {"events", required_argument, NULL, 'e'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	char self[PATH_MAX], hv[128], *slash;
 	struct hv *dom0;

@@ -71,7 +71,7 @@ static int list_all(struct hvsim_chan *c, struct hvsim_dom_info **out, uint32_t 
 		struct hvsim_dom_list_rep r;
 		char buf[HVSIM_MSG_MAX];
 	} u;
-	struct hvsim_domid_msg req = { .domid = 0 };
+	struct hvsim_domid_msg req = {.domid = 0};
 	struct hvsim_dom_info *all = NULL;
 	uint32_t total = 0, got;
 	int rc;
@@ -114,10 +114,10 @@ err:
 static int cmd_create(struct hvsim_chan *c, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "mem", required_argument, NULL, 'm' },
-		{ NULL, 0, NULL, 0 },
+	    {"mem", required_argument, NULL, 'm'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct hvsim_dom_create req = { .mem_bytes = HVSIM_MEM_DEFAULT };
+	struct hvsim_dom_create req = {.mem_bytes = HVSIM_MEM_DEFAULT};
 	struct hvsim_domid_msg rep;
 	const char *name;
 	int opt, rc;
@@ -138,8 +138,7 @@ static int cmd_create(struct hvsim_chan *c, int argc, char **argv)
 	name = argv[optind];
 	if (strlen(name) > HVSIM_NAME_MAX)
 		return die("domain name '%s' is longer than %u characters", name, HVSIM_NAME_MAX);
-	if (req.mem_bytes < HVSIM_MEM_MIN || req.mem_bytes > HVSIM_MEM_MAX ||
-	    req.mem_bytes % 4096)
+	if (req.mem_bytes < HVSIM_MEM_MIN || req.mem_bytes > HVSIM_MEM_MAX || req.mem_bytes % 4096)
 		return die("memory must be 16M..16G and a multiple of 4K");
 	snprintf(req.name, sizeof(req.name), "%s", name);
 	rc = connect_hv(c);
@@ -174,8 +173,8 @@ static const char *guest_state(const struct hvsim_dom_info *d)
 static int cmd_list(struct hvsim_chan *c, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
+	    {"json", no_argument, NULL, 'j'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct hvsim_dom_info *doms;
 	int opt, json = 0;
@@ -214,7 +213,7 @@ static int cmd_list(struct hvsim_chan *c, int argc, char **argv)
 			json_object_array_add(arr, o);
 		}
 		puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY |
-								 JSON_C_TO_STRING_NOSLASHESCAPE));
+							     JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(arr);
 	} else {
 		printf("%-6s %-24s %8s %-9s %s\n", "ID", "NAME", "MEMORY", "GUEST", "PORTS");
@@ -235,7 +234,7 @@ static int cmd_list(struct hvsim_chan *c, int argc, char **argv)
 
 static int cmd_destroy(struct hvsim_chan *c, int argc, char **argv)
 {
-	struct hvsim_domid_msg req = { 0 };
+	struct hvsim_domid_msg req = {0};
 	struct hvsim_dom_info *doms;
 	const char *arg;
 	uint64_t id;
@@ -279,11 +278,11 @@ static int cmd_destroy(struct hvsim_chan *c, int argc, char **argv)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "dir", required_argument, NULL, 'd' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"dir", required_argument, NULL, 'd'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct hvsim_chan c = { .fd = -1 };
+	struct hvsim_chan c = {.fd = -1};
 	const char *cmd;
 	int opt, rc;
 

@@ -273,14 +273,14 @@ static void test_kinds(void)
 }
 
 static CU_TestInfo tests[] = {
-	{ "names", test_names },
-	{ "create_destroy", test_create_destroy },
-	{ "xenstore_nodes", test_xenstore_nodes },
-	{ "release_domain_watch", test_release_domain_watch },
-	{ "guest_xenstore", test_guest_xenstore },
-	{ "finding_domains", test_finding_domains },
-	{ "kinds", test_kinds },
-	CU_TEST_INFO_NULL,
+    {"names", test_names},
+    {"create_destroy", test_create_destroy},
+    {"xenstore_nodes", test_xenstore_nodes},
+    {"release_domain_watch", test_release_domain_watch},
+    {"guest_xenstore", test_guest_xenstore},
+    {"finding_domains", test_finding_domains},
+    {"kinds", test_kinds},
+    CU_TEST_INFO_NULL,
 };
 
 TEST_SUITE("dom", suite_init, suite_clean, tests)

@@ -289,14 +289,14 @@ static void test_handles_are_separate(void)
 }
 
 static CU_TestInfo tests[] = {
-	{ "ping_pong", test_ping_pong },
-	{ "masking", test_masking },
-	{ "send_before_bind", test_send_before_bind },
-	{ "peer_death_and_rebind", test_peer_death_and_rebind },
-	{ "domain_destroy", test_domain_destroy },
-	{ "errors", test_errors },
-	{ "handles_are_separate", test_handles_are_separate },
-	CU_TEST_INFO_NULL,
+    {"ping_pong", test_ping_pong},
+    {"masking", test_masking},
+    {"send_before_bind", test_send_before_bind},
+    {"peer_death_and_rebind", test_peer_death_and_rebind},
+    {"domain_destroy", test_domain_destroy},
+    {"errors", test_errors},
+    {"handles_are_separate", test_handles_are_separate},
+    CU_TEST_INFO_NULL,
 };
 
 TEST_SUITE("evtchn", suite_init, suite_clean, tests)

@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NR 64
+#define NR     64
 #define FRAMES 16
-#define DOM0 0
-#define GUEST 7
+#define DOM0   0
+#define GUEST  7
 
 static struct {
 	grant_entry_v1_t table[NR];
@@ -218,13 +218,13 @@ static void test_end_access_race(void)
 }
 
 static CU_TestInfo tests[] = {
-	{ "refusals", test_refusals },
-	{ "flags_follow_pins", test_flags_follow_pins },
-	{ "unmap_after_death", test_unmap_after_death },
-	{ "pin_overflow", test_pin_overflow },
-	{ "guest_scribbles", test_guest_scribbles },
-	{ "end_access_race", test_end_access_race },
-	CU_TEST_INFO_NULL,
+    {"refusals", test_refusals},
+    {"flags_follow_pins", test_flags_follow_pins},
+    {"unmap_after_death", test_unmap_after_death},
+    {"pin_overflow", test_pin_overflow},
+    {"guest_scribbles", test_guest_scribbles},
+    {"end_access_race", test_end_access_race},
+    CU_TEST_INFO_NULL,
 };
 
 TEST_SUITE("gnt", NULL, NULL, tests)

@@ -130,9 +130,9 @@ static void test_map_pages_batch(void)
 	CU_ASSERT_EQUAL_FATAL(env_open(&e), 0);
 	grant_n(&e, 11, 0, 0x40, refs, frames);
 
-	CU_ASSERT_EQUAL(hv_gnttab_map_pages(e.g, domid, 11, refs, HV_PROT_READ | HV_PROT_WRITE,
-					    addrs, status),
-			0);
+	CU_ASSERT_EQUAL(
+	    hv_gnttab_map_pages(e.g, domid, 11, refs, HV_PROT_READ | HV_PROT_WRITE, addrs, status),
+	    0);
 	for (int i = 0; i < 11; i++) {
 		uint8_t *p = addrs[i];
 
@@ -146,15 +146,14 @@ static void test_map_pages_batch(void)
 		CU_ASSERT_EQUAL(e.mem[(size_t)frames[i] * HV_PAGE_SIZE + 7], 0xee);
 		CU_ASSERT_EQUAL(hv_guest_end_access(e.guest, refs[i]), -EBUSY);
 	}
-	CU_ASSERT_EQUAL(hv_gnttab_unmap_pages(e.g, domid, 11, refs, HV_PROT_READ | HV_PROT_WRITE,
-					      addrs),
-			0);
+	CU_ASSERT_EQUAL(
+	    hv_gnttab_unmap_pages(e.g, domid, 11, refs, HV_PROT_READ | HV_PROT_WRITE, addrs), 0);
 	for (int i = 0; i < 11; i++)
 		CU_ASSERT_EQUAL(hvsim_gnt_flags(table, refs[i]), GTF_permit_access);
 	/* Unmapping again is refused: this handle holds no such pin. */
-	CU_ASSERT_EQUAL(hv_gnttab_unmap_pages(e.g, domid, 1, refs, HV_PROT_READ | HV_PROT_WRITE,
-					      addrs),
-			-EINVAL);
+	CU_ASSERT_EQUAL(
+	    hv_gnttab_unmap_pages(e.g, domid, 1, refs, HV_PROT_READ | HV_PROT_WRITE, addrs),
+	    -EINVAL);
 	ungrant_n(&e, 11, refs, frames);
 	env_close(&e);
 	fix_unmap_table(table, nr);
@@ -175,7 +174,7 @@ static void test_map_refusals(void)
 	grant_n(&e, 1, 1, 2, &good[1], &frames[1]);
 
 	refs[0] = good[0];
-	refs[1] = hv_guest_nr_grants(e.guest); /* bad ref */
+	refs[1] = hv_guest_nr_grants(e.guest);				  /* bad ref */
 	CU_ASSERT_EQUAL_FATAL(hv_guest_alloc_gref(e.guest, &refs[2]), 0); /* not granted */
 	CU_ASSERT_EQUAL_FATAL(hv_guest_alloc_gref(e.guest, &refs[3]), 0); /* wrong domain */
 	CU_ASSERT_EQUAL_FATAL(hv_guest_alloc_frames(e.guest, 1, &fr), 0);
@@ -185,9 +184,9 @@ static void test_map_refusals(void)
 	CU_ASSERT_EQUAL_FATAL(hv_guest_alloc_gref(e.guest, &refs[5]), 0);
 	CU_ASSERT_EQUAL(hvsim_gnt_grant(table, nr, refs[5], 0, 8192, 0), 0);
 
-	CU_ASSERT_EQUAL(hv_gnttab_map_pages(e.g, domid, 6, refs, HV_PROT_READ | HV_PROT_WRITE,
-					    addrs, status),
-			5);
+	CU_ASSERT_EQUAL(
+	    hv_gnttab_map_pages(e.g, domid, 6, refs, HV_PROT_READ | HV_PROT_WRITE, addrs, status),
+	    5);
 	CU_ASSERT_EQUAL(status[0], 0);
 	CU_ASSERT_EQUAL(status[1], -EINVAL);
 	CU_ASSERT_EQUAL(status[2], -EPERM);
@@ -200,9 +199,8 @@ static void test_map_refusals(void)
 	CU_ASSERT(strstr(hv_strerror(status[3]), "another domain") != NULL);
 	CU_ASSERT(strstr(hv_strerror(status[4]), "read-only") != NULL);
 	/* Only what mapped is unmapped. */
-	CU_ASSERT_EQUAL(hv_gnttab_unmap_pages(e.g, domid, 1, refs, HV_PROT_READ | HV_PROT_WRITE,
-					      addrs),
-			0);
+	CU_ASSERT_EQUAL(
+	    hv_gnttab_unmap_pages(e.g, domid, 1, refs, HV_PROT_READ | HV_PROT_WRITE, addrs), 0);
 	/* A bad protection is refused outright. */
 	CU_ASSERT_EQUAL(hv_gnttab_map_pages(e.g, domid, 1, refs, 0, addrs, status), 1);
 	CU_ASSERT_EQUAL(status[0], -EINVAL);
@@ -244,14 +242,13 @@ static void test_readonly_is_readonly(void)
 	CU_ASSERT_EQUAL(hv_gnttab_unmap_pages(e.g, domid, 1, &ref, HV_PROT_READ, &addr), 0);
 	CU_ASSERT_EQUAL(hv_guest_end_access(e.guest, ref), 0);
 	CU_ASSERT_EQUAL(hv_guest_grant(e.guest, ref, 0, frame, 0), 0);
-	CU_ASSERT_EQUAL(hv_gnttab_map_pages(e.g, domid, 1, &ref, HV_PROT_READ | HV_PROT_WRITE, &rw,
-					    &status),
-			0);
+	CU_ASSERT_EQUAL(
+	    hv_gnttab_map_pages(e.g, domid, 1, &ref, HV_PROT_READ | HV_PROT_WRITE, &rw, &status),
+	    0);
 	CU_ASSERT_EQUAL(read(pfd[0], (uint8_t *)rw + 100, 1), 1);
 	CU_ASSERT_EQUAL(e.mem[(size_t)frame * HV_PAGE_SIZE + 100], 'x');
-	CU_ASSERT_EQUAL(hv_gnttab_unmap_pages(e.g, domid, 1, &ref, HV_PROT_READ | HV_PROT_WRITE,
-					      &rw),
-			0);
+	CU_ASSERT_EQUAL(
+	    hv_gnttab_unmap_pages(e.g, domid, 1, &ref, HV_PROT_READ | HV_PROT_WRITE, &rw), 0);
 	close(pfd[0]);
 	close(pfd[1]);
 	ungrant_n(&e, 1, &ref, &frame);
@@ -277,9 +274,8 @@ static void test_map_contig(void)
 		grant_n(&e, 1, 0, 0x10 * (i + 1), &refs[3 - i], &frames[3 - i]);
 		hv_guest_free_frames(e.guest, gap, 1);
 	}
-	CU_ASSERT_EQUAL_FATAL(hv_gnttab_map_contig(e.g, domid, 4, refs,
-						   HV_PROT_READ | HV_PROT_WRITE, &addr),
-			      0);
+	CU_ASSERT_EQUAL_FATAL(
+	    hv_gnttab_map_contig(e.g, domid, 4, refs, HV_PROT_READ | HV_PROT_WRITE, &addr), 0);
 	p = addr;
 	for (int i = 0; i < 4; i++) {
 		CU_ASSERT_EQUAL(p[i * HV_PAGE_SIZE], 0x10 * (4 - i));
@@ -324,9 +320,9 @@ static void test_close_releases(void)
 	CU_ASSERT_EQUAL_FATAL(env_open(&e), 0);
 	grant_n(&e, 3, 0, 0x30, refs, frames);
 	CU_ASSERT_EQUAL(hv_gnttab_map_pages(e.g, domid, 2, refs, HV_PROT_READ, addrs, status), 0);
-	CU_ASSERT_EQUAL(hv_gnttab_map_contig(e.g, domid, 1, &refs[2], HV_PROT_READ | HV_PROT_WRITE,
-					     &region),
-			0);
+	CU_ASSERT_EQUAL(
+	    hv_gnttab_map_contig(e.g, domid, 1, &refs[2], HV_PROT_READ | HV_PROT_WRITE, &region),
+	    0);
 	hv_gnttab_close(e.g);
 	e.g = NULL;
 	for (int i = 0; i < 3; i++)
@@ -364,9 +360,9 @@ static void test_dead_domain(void)
 		mem[(size_t)frames[i] * HV_PAGE_SIZE] = 0x77;
 		CU_ASSERT_EQUAL(hv_guest_grant(guest, refs[i], 0, frames[i], 0), 0);
 	}
-	CU_ASSERT_EQUAL(hv_gnttab_map_pages(g, id, 1, &refs[0], HV_PROT_READ | HV_PROT_WRITE, &addr,
-					    &status),
-			0);
+	CU_ASSERT_EQUAL(
+	    hv_gnttab_map_pages(g, id, 1, &refs[0], HV_PROT_READ | HV_PROT_WRITE, &addr, &status),
+	    0);
 	CU_ASSERT_EQUAL(fix_destroy(&fix, id), 0);
 	CU_ASSERT_EQUAL(hv_gnttab_map_pages(g, id, 1, &refs[1], HV_PROT_READ, &a2, &status), 1);
 	CU_ASSERT_EQUAL(status, -ESRCH);
@@ -374,9 +370,8 @@ static void test_dead_domain(void)
 	/* The zombie's page is still there for the backend to finish with. */
 	CU_ASSERT_EQUAL(((uint8_t *)addr)[0], 0x77);
 	((uint8_t *)addr)[1] = 1;
-	CU_ASSERT_EQUAL(hv_gnttab_unmap_pages(g, id, 1, &refs[0], HV_PROT_READ | HV_PROT_WRITE,
-					      &addr),
-			0);
+	CU_ASSERT_EQUAL(
+	    hv_gnttab_unmap_pages(g, id, 1, &refs[0], HV_PROT_READ | HV_PROT_WRITE, &addr), 0);
 	hv_gnttab_close(g);
 	hv_close(dom0);
 	hv_close(guest);
@@ -446,15 +441,15 @@ static void test_guest_reopen(void)
 }
 
 static CU_TestInfo tests[] = {
-	{ "guest_basics", test_guest_basics },
-	{ "map_pages_batch", test_map_pages_batch },
-	{ "map_refusals", test_map_refusals },
-	{ "readonly_is_readonly", test_readonly_is_readonly },
-	{ "map_contig", test_map_contig },
-	{ "close_releases", test_close_releases },
-	{ "dead_domain", test_dead_domain },
-	{ "guest_reopen", test_guest_reopen },
-	CU_TEST_INFO_NULL,
+    {"guest_basics", test_guest_basics},
+    {"map_pages_batch", test_map_pages_batch},
+    {"map_refusals", test_map_refusals},
+    {"readonly_is_readonly", test_readonly_is_readonly},
+    {"map_contig", test_map_contig},
+    {"close_releases", test_close_releases},
+    {"dead_domain", test_dead_domain},
+    {"guest_reopen", test_guest_reopen},
+    CU_TEST_INFO_NULL,
 };
 
 TEST_SUITE("gnt_map", suite_init, suite_clean, tests)

@@ -55,8 +55,8 @@ static int raw_call(int fd, const void *buf, size_t len, const int *fds, unsigne
 		char b[CMSG_SPACE(sizeof(int) * 3)];
 		struct cmsghdr align;
 	} ctl;
-	struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct iovec iov = {.iov_base = (void *)(uintptr_t)buf, .iov_len = len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
 	struct hvsim_msg m;
 	int got[HVSIM_MAX_FDS];
 	unsigned ngot;
@@ -91,7 +91,7 @@ static int hdr_call(int fd, uint32_t type, uint32_t seq, uint32_t len, const voi
 		    size_t plen, struct hvsim_hdr *rep)
 {
 	char buf[256];
-	struct hvsim_hdr h = { .type = type, .seq = seq, .len = len };
+	struct hvsim_hdr h = {.type = type, .seq = seq, .len = len};
 
 	memcpy(buf, &h, sizeof(h));
 	if (plen)
@@ -121,7 +121,7 @@ static void test_framing(void)
 {
 	struct hvsim_hdr rep;
 	char junk[16] = "garbage";
-	struct hvsim_evtchn_msg ev = { 0 };
+	struct hvsim_evtchn_msg ev = {0};
 	static char big[HVSIM_MSG_MAX + 100];
 	int fd;
 
@@ -159,14 +159,14 @@ static void test_framing(void)
 	CU_ASSERT_EQUAL(rep.status, -EINVAL);
 	/* A status in a request. */
 	{
-		struct hvsim_hdr h = { .type = HVSIM_INFO, .seq = 8, .status = -1 };
+		struct hvsim_hdr h = {.type = HVSIM_INFO, .seq = 8, .status = -1};
 
 		CU_ASSERT_EQUAL(raw_call(fd, &h, sizeof(h), NULL, 0, &rep), 1);
 		CU_ASSERT_EQUAL(rep.status, -EINVAL);
 	}
 	/* Bigger than any message: answered, not read past. */
 	{
-		struct hvsim_hdr h = { .type = HVSIM_INFO, .seq = 9, .len = sizeof(big) - sizeof(h) };
+		struct hvsim_hdr h = {.type = HVSIM_INFO, .seq = 9, .len = sizeof(big) - sizeof(h)};
 
 		memcpy(big, &h, sizeof(h));
 		CU_ASSERT_EQUAL(raw_call(fd, big, sizeof(big), NULL, 0, &rep), 1);
@@ -182,19 +182,21 @@ static void test_framing(void)
 
 static void test_guest_may_not(void)
 {
-	struct hvsim_dom_create cr = { .mem_bytes = 16ull << 20, .name = "evil" };
-	struct hvsim_domid_msg d0 = { .domid = 0 }, dv = { .domid = domid };
+	struct hvsim_dom_create cr = {.mem_bytes = 16ull << 20, .name = "evil"};
+	struct hvsim_domid_msg d0 = {.domid = 0}, dv = {.domid = domid};
 	struct hvsim_hdr rep;
 	int fd = guest_sock();
 
 	CU_ASSERT_FATAL(fd >= 0);
 	CU_ASSERT_EQUAL(hdr_call(fd, HVSIM_DOMAIN_CREATE, 1, sizeof(cr), &cr, sizeof(cr), &rep), 1);
 	CU_ASSERT_EQUAL(rep.status, -EPERM);
-	CU_ASSERT_EQUAL(hdr_call(fd, HVSIM_DOMAIN_DESTROY, 2, sizeof(dv), &dv, sizeof(dv), &rep), 1);
+	CU_ASSERT_EQUAL(hdr_call(fd, HVSIM_DOMAIN_DESTROY, 2, sizeof(dv), &dv, sizeof(dv), &rep),
+			1);
 	CU_ASSERT_EQUAL(rep.status, -EPERM);
 	CU_ASSERT_EQUAL(hdr_call(fd, HVSIM_DOMAIN_LIST, 3, sizeof(d0), &d0, sizeof(d0), &rep), 1);
 	CU_ASSERT_EQUAL(rep.status, -EPERM);
-	CU_ASSERT_EQUAL(hdr_call(fd, HVSIM_DOMAIN_GET_MEM, 4, sizeof(dv), &dv, sizeof(dv), &rep), 1);
+	CU_ASSERT_EQUAL(hdr_call(fd, HVSIM_DOMAIN_GET_MEM, 4, sizeof(dv), &dv, sizeof(dv), &rep),
+			1);
 	CU_ASSERT_EQUAL(rep.status, -EPERM);
 	close(fd);
 	/* And dom0 has no guest memory to register. */
@@ -208,9 +210,8 @@ static void test_guest_may_not(void)
 		CU_ASSERT_EQUAL(rep.status, -EPERM);
 		/* A name without its NUL. */
 		memset(cr.name, 'x', sizeof(cr.name));
-		CU_ASSERT_EQUAL(hdr_call(c.fd, HVSIM_DOMAIN_CREATE, 2, sizeof(cr), &cr, sizeof(cr),
-					 &rep),
-				1);
+		CU_ASSERT_EQUAL(
+		    hdr_call(c.fd, HVSIM_DOMAIN_CREATE, 2, sizeof(cr), &cr, sizeof(cr), &rep), 1);
 		CU_ASSERT_EQUAL(rep.status, -EINVAL);
 		hvsim_chan_close(&c);
 	}
@@ -219,8 +220,8 @@ static void test_guest_may_not(void)
 
 static void test_bad_ports(void)
 {
-	static const uint32_t ports[] = { 0, 1, 1023, 1024, 4096, 0x7fffffff, 0xffffffff };
-	static const uint32_t types[] = { HVSIM_EVTCHN_PEER, HVSIM_EVTCHN_UNBIND };
+	static const uint32_t ports[] = {0, 1, 1023, 1024, 4096, 0x7fffffff, 0xffffffff};
+	static const uint32_t types[] = {HVSIM_EVTCHN_PEER, HVSIM_EVTCHN_UNBIND};
 	struct hvsim_evtchn_msg ev;
 	struct hvsim_hdr rep;
 	int fd = guest_sock();
@@ -231,9 +232,8 @@ static void test_bad_ports(void)
 		for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {
 			ev.remote = 0;
 			ev.port = ports[i];
-			CU_ASSERT_EQUAL(hdr_call(fd, types[t], seq++, sizeof(ev), &ev, sizeof(ev),
-						 &rep),
-					1);
+			CU_ASSERT_EQUAL(
+			    hdr_call(fd, types[t], seq++, sizeof(ev), &ev, sizeof(ev), &rep), 1);
 			CU_ASSERT_EQUAL(rep.status, -EINVAL);
 		}
 	}
@@ -255,9 +255,9 @@ static void test_bad_ports(void)
 		CU_ASSERT_EQUAL(rep.status, -ESRCH);
 	}
 	ev.remote = 0xffffffff;
-	CU_ASSERT_EQUAL(hdr_call(fd, HVSIM_EVTCHN_BIND_INTERDOMAIN, seq++, sizeof(ev), &ev,
-				 sizeof(ev), &rep),
-			1);
+	CU_ASSERT_EQUAL(
+	    hdr_call(fd, HVSIM_EVTCHN_BIND_INTERDOMAIN, seq++, sizeof(ev), &ev, sizeof(ev), &rep),
+	    1);
 	CU_ASSERT_EQUAL(rep.status, -ESRCH);
 	close(fd);
 	assert_alive();
@@ -266,7 +266,7 @@ static void test_bad_ports(void)
 /* Offer @fd as guest memory on a fresh connection; returns hvsimd's status. */
 static int offer_mem(int memfd)
 {
-	struct hvsim_hdr h = { .type = HVSIM_GUEST_REGISTER_MEM, .seq = 1 }, rep;
+	struct hvsim_hdr h = {.type = HVSIM_GUEST_REGISTER_MEM, .seq = 1}, rep;
 	int fd = guest_sock();
 	int rc;
 
@@ -280,7 +280,7 @@ static int offer_mem(int memfd)
 static void test_bad_memory(void)
 {
 	const uint64_t size = 16ull << 20;
-	struct hvsim_evtchn_msg ev = { 0 };
+	struct hvsim_evtchn_msg ev = {0};
 	struct hvsim_hdr rep;
 	char path[192];
 	int fd, pfd[2], conn;
@@ -324,7 +324,7 @@ static void test_bad_memory(void)
 	conn = guest_sock();
 	{
 		char buf[sizeof(struct hvsim_hdr) + sizeof(ev)];
-		struct hvsim_hdr h = { .type = HVSIM_EVTCHN_PEER, .seq = 5, .len = sizeof(ev) };
+		struct hvsim_hdr h = {.type = HVSIM_EVTCHN_PEER, .seq = 5, .len = sizeof(ev)};
 		int two[2];
 
 		CU_ASSERT_EQUAL_FATAL(pipe(two), 0);
@@ -436,7 +436,7 @@ static void test_instance_lock_and_stale(void)
 /* A clean stop removes every socket, link and directory; only the lock file stays. */
 static void test_clean_shutdown(void)
 {
-	struct hvsim_fix f3 = { 0 };
+	struct hvsim_fix f3 = {0};
 	char path[256];
 	struct dirent *de;
 	int others = 0;
@@ -461,14 +461,14 @@ static void test_clean_shutdown(void)
 }
 
 static CU_TestInfo tests[] = {
-	{ "framing", test_framing },
-	{ "guest_may_not", test_guest_may_not },
-	{ "bad_ports", test_bad_ports },
-	{ "bad_memory", test_bad_memory },
-	{ "connection_flood", test_connection_flood },
-	{ "instance_lock_and_stale", test_instance_lock_and_stale },
-	{ "clean_shutdown", test_clean_shutdown },
-	CU_TEST_INFO_NULL,
+    {"framing", test_framing},
+    {"guest_may_not", test_guest_may_not},
+    {"bad_ports", test_bad_ports},
+    {"bad_memory", test_bad_memory},
+    {"connection_flood", test_connection_flood},
+    {"instance_lock_and_stale", test_instance_lock_and_stale},
+    {"clean_shutdown", test_clean_shutdown},
+    CU_TEST_INFO_NULL,
 };
 
 TEST_SUITE("hvsim", suite_init, suite_clean, tests)

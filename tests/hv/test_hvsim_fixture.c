@@ -28,7 +28,7 @@ static void on_term(int sig)
 
 static void child_main(const char *dir)
 {
-	struct sigaction sa = { .sa_handler = on_term };
+	struct sigaction sa = {.sa_handler = on_term};
 	struct hvsim *s;
 	int rc;
 
@@ -52,7 +52,7 @@ static void child_main(const char *dir)
 
 static void sleep_ms(int ms)
 {
-	struct timespec ts = { .tv_sec = 0, .tv_nsec = ms * 1000000L };
+	struct timespec ts = {.tv_sec = 0, .tv_nsec = ms * 1000000L};
 
 	nanosleep(&ts, NULL);
 }
@@ -72,7 +72,7 @@ int fix_start(struct hvsim_fix *f)
 		child_main(f->dir);
 	/* Ready when the socket accepts; bounded at 10 s. */
 	for (int i = 0; i < 10000; i++) {
-		struct hvsim_chan c = { .fd = -1 };
+		struct hvsim_chan c = {.fd = -1};
 		int status;
 
 		if (hvsim_chan_connect(&c, path) == 0) {
@@ -105,7 +105,7 @@ int fix_stop(struct hvsim_fix *f)
 static int dom0_call(const struct hvsim_fix *f, uint32_t type, const void *req, uint32_t len,
 		     void *rep, uint32_t rep_cap, int *fds, unsigned nfds)
 {
-	struct hvsim_chan c = { .fd = -1 };
+	struct hvsim_chan c = {.fd = -1};
 	char path[192];
 	int rc;
 
@@ -120,8 +120,8 @@ static int dom0_call(const struct hvsim_fix *f, uint32_t type, const void *req, 
 
 int fix_create(const struct hvsim_fix *f, const char *name, uint64_t mem_bytes, domid_t *domid)
 {
-	struct hvsim_dom_create req = { .mem_bytes = mem_bytes };
-	struct hvsim_domid_msg rep = { 0 };
+	struct hvsim_dom_create req = {.mem_bytes = mem_bytes};
+	struct hvsim_domid_msg rep = {0};
 	int rc;
 
 	snprintf(req.name, sizeof(req.name), "%s", name);
@@ -133,14 +133,14 @@ int fix_create(const struct hvsim_fix *f, const char *name, uint64_t mem_bytes, 
 
 int fix_destroy(const struct hvsim_fix *f, domid_t domid)
 {
-	struct hvsim_domid_msg req = { .domid = domid };
+	struct hvsim_domid_msg req = {.domid = domid};
 
 	return dom0_call(f, HVSIM_DOMAIN_DESTROY, &req, sizeof(req), NULL, 0, NULL, 0);
 }
 
 void *fix_map_table(const struct hvsim_fix *f, domid_t domid, uint32_t *nr_entries)
 {
-	struct hvsim_domid_msg req = { .domid = domid };
+	struct hvsim_domid_msg req = {.domid = domid};
 	struct hvsim_mem_rep rep;
 	int fds[3];
 	void *p;
@@ -163,7 +163,7 @@ void fix_unmap_table(void *table, uint32_t nr_entries)
 
 int fix_wait_readable(int fd, int ms)
 {
-	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct pollfd p = {.fd = fd, .events = POLLIN};
 
 	return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
 }
