@@ -363,6 +363,14 @@ static void listen_cb(void *arg, uint32_t events)
 		return;
 	}
 	if (d->domid && d->nr_conns >= HVSIM_MAX_CONNS_PER_GUEST) {
+		/* Hang-ups may be waiting behind this accept in the loop: count only the living. */
+		for (struct hvsim_conn *o = s->conns, *next; o; o = next) {
+			next = o->next;
+			if (o->dom == d && hvsim_conn_hung_up(o))
+				hvsim_conn_close(o);
+		}
+	}
+	if (d->domid && d->nr_conns >= HVSIM_MAX_CONNS_PER_GUEST) {
 		LOG_RATELIMITED(&bad_msg_rl, LOG_LVL_WARN, "d%u: too many connections", d->domid);
 		close(fd);
 		return;
