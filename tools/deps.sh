@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential pkg-config clang libclang-rt-14-dev
 libxen-dev xenstore-utils
 liburing-dev libaio-dev liblmdb-dev lmdb-utils libssl-dev libcunit1-dev libjson-c-dev
-fio dpkg-dev"
+fio dpkg-dev python3"
 
 missing=""
 for p in $PKGS; do
