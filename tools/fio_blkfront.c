@@ -341,8 +341,8 @@ static void bfe_resized(void *arg, uint64_t old_sectors, uint64_t new_sectors)
 {
 	struct bfe_dev *d = arg;
 
-	/* stderr, so a json report on stdout stays parseable. */
-	log_err("fio-blkfront: %s: capacity changed from %llu to %llu bytes\n", d->vdev,
+	/* Straight to stderr: fio's log_err goes into --output too, and would break a json report. */
+	fprintf(stderr, "fio-blkfront: %s: capacity changed from %llu to %llu bytes\n", d->vdev,
 		(unsigned long long)old_sectors * 512, (unsigned long long)new_sectors * 512);
 }
 
@@ -597,9 +597,9 @@ static enum fio_q_status fio_blkfront_queue(struct thread_data *td, struct io_u 
 		err = blkfront_flush(d->bf, id);
 		if (err == -EOPNOTSUPP) {
 			if (!t->noflush_noted)
-				log_info("fio-blkfront: %s has no volatile cache (no "
-					 "feature-flush-cache): syncs complete at once\n",
-					 d->vdev);
+				fprintf(stderr, "fio-blkfront: %s has no volatile cache (no "
+						"feature-flush-cache): syncs complete at once\n",
+					d->vdev);
 			t->noflush_noted = true;
 			return FIO_Q_COMPLETED;
 		}
