@@ -46,6 +46,12 @@ static void child_setup(void)
 	sigaction(SIGTERM, &sa, NULL);
 	/* Die with the test binary, whatever happens to it. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/*
+	 * Drop every descriptor inherited from the test: a guest context the test holds open
+	 * must not stay alive in a daemon child (hvsimd would see that guest as still running).
+	 */
+	for (int fd = 3; fd < 1024; fd++)
+		close(fd);
 }
 
 static void sleep_ms(int ms)
