@@ -103,12 +103,36 @@ static int mkdir_one(const char *path)
 	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
+/* mkdir -p: a pool such as /srv/pool may be the first thing under its parent. */
+static int mkdir_parents(const char *path)
+{
+	char buf[PATH_MAX];
+	size_t len = strlen(path);
+	int rc;
+
+	if (len == 0)
+		return -ENOENT;
+	if (len >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, len + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		rc = mkdir_one(buf);
+		*p = '/';
+		if (rc < 0)
+			return rc;
+	}
+	return mkdir_one(buf);
+}
+
 int pool_init(const char *pool)
 {
 	char path[PATH_MAX];
 	int rc;
 
-	rc = mkdir_one(pool);
+	rc = mkdir_parents(pool);
 	if (rc < 0)
 		return rc;
 	rc = pool_join(path, sizeof(path), pool, "", "vols", "");

@@ -28,7 +28,7 @@ struct pool_vol {
 /** 1 if @name is a valid volume name, else 0. */
 int pool_vol_name_ok(const char *name);
 
-/** Create POOL and POOL/vols if missing. Returns 0 or -errno. */
+/** Create POOL (with its parents, as mkdir -p) and POOL/vols if missing. Returns 0 or -errno. */
 int pool_init(const char *pool);
 
 /**

@@ -32,3 +32,9 @@ $(BUILD)/bin/bench_hv: $(call objs,tools/bench_hv.c) $(HV_LIB) $(COMMON_LIB)
 
 bench-hv: $(BUILD)/bin/bench_hv $(BUILD)/bin/hvsimd
 	@$(BUILD)/bin/bench_hv
+
+# blkctl: volumes through the pool library, everything else over blkbackd's control socket.
+# libblkback.a is named by path so this rule does not depend on the order of the fragments.
+BINS += $(BUILD)/bin/blkctl
+$(BUILD)/bin/blkctl: $(call objs,tools/blkctl.c tools/blkctl_client.c) $(BUILD)/lib/libblkback.a \
+	$(COMMON_LIB)

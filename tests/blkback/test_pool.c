@@ -90,9 +90,17 @@ static void test_init(void)
 	CU_ASSERT_EQUAL(stat(path, &st), 0);
 	CU_ASSERT(S_ISDIR(st.st_mode));
 
+	/* Parents are made as with mkdir -p. */
+	snprintf(path, sizeof(path), "%s/deep/er/pool", harness_tmpdir());
+	CU_ASSERT_EQUAL(pool_init(path), 0);
+	snprintf(path, sizeof(path), "%s/deep/er/pool/vols", harness_tmpdir());
+	CU_ASSERT_EQUAL(stat(path, &st), 0);
+
 	/* A file where the pool should be is refused, not silently used. */
 	snprintf(path, sizeof(path), "%s/notadir", harness_tmpdir());
 	write_file(path, "x");
+	CU_ASSERT_EQUAL(pool_init(path), -ENOTDIR);
+	snprintf(path, sizeof(path), "%s/notadir/pool", harness_tmpdir());
 	CU_ASSERT_EQUAL(pool_init(path), -ENOTDIR);
 }
 
