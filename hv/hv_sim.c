@@ -2,12 +2,13 @@
  * hv_sim.c - hv.h on hvsimd: contexts (dom0 and guest), grant mapping on shared memory, the
  * guest's grant and frame allocators, and event channels over eventfds.
  *
- * Grant mapping: a gnttab handle fetches a guest's memory, grant table and active table once
- * (DOMAIN_GET_MEM) and maps the memory twice, read-only and read-write. hv_gnttab_map_pages
- * then pins entries with atomic operations (hvsim_gnt.c) and returns pointers into the right
- * mapping: no system call, and a read-only grant really is read-only. Each handle counts its
- * own pins per entry, so unmaps are checked and closing a handle releases what it still holds
- * (as closing /dev/xen/gntdev does).
+ * Grant mapping: a gnttab handle has its own connection to hvsimd (its "gntdev fd"), fetches a
+ * guest's memory, grant table and active table once (DOMAIN_GET_MEM) and maps the memory twice,
+ * read-only and read-write. hv_gnttab_map_pages then pins entries with atomic operations
+ * (hvsim_gnt.c) and returns pointers into the right mapping: no system call, and a read-only
+ * grant really is read-only. Each handle records its own pins per entry in a ledger shared with
+ * hvsimd, so unmaps are checked, closing a handle releases what it still holds, and if the
+ * process dies hvsimd releases them when the connection drops (as gntdev does).
  *
  * Event channels: every port has a receive eventfd (made by hvsimd). A handle's pollable fd is
  * an epoll fd holding its ports' eventfds with EPOLLONESHOT (a port that fired stays masked
@@ -511,10 +512,6 @@ int hv_guest_end_access(struct hv *hv, grant_ref_t ref)
 
 /* ---- grant mapping (dom0) ---- */
 
-#define PIN_RD	1u
-#define PIN_WR	0x10000u
-#define PIN_MAX 0xffffu
-
 /* One guest's memory and tables as one gnttab handle maps them. */
 struct sim_dommap {
 	domid_t domid;
@@ -525,7 +522,7 @@ struct sim_dommap {
 	uint8_t *mem_rw;
 	uint64_t mem_bytes;
 	struct hvsim_gnt_view view;
-	uint32_t *pins; /**< this handle's pins per ref: PIN_RD / PIN_WR units */
+	uint32_t *pins; /**< this handle's pins per ref: the ledger hvsimd shares with us */
 	uint64_t nr_pins;
 	struct sim_dommap *next;
 };
@@ -541,6 +538,7 @@ struct sim_contig {
 
 struct sim_gnttab {
 	struct hv_gnttab base;
+	struct hvsim_chan chan; /**< like a gntdev fd: when it closes, hvsimd drops our pins */
 	struct sim_dommap *doms;
 	struct sim_dommap *last; /**< most recently used: the data path's one-entry cache */
 	struct sim_contig *contigs;
@@ -556,9 +554,10 @@ static void dommap_free(struct sim_dommap *dm)
 		munmap(dm->view.table, hvsim_gnt_table_bytes(dm->view.nr_entries));
 	if (dm->view.hdr)
 		munmap(dm->view.hdr, hvsim_gnt_active_bytes(dm->view.nr_entries));
+	if (dm->pins)
+		munmap(dm->pins, hvsim_gnt_ledger_bytes(dm->view.nr_entries));
 	if (dm->mem_fd >= 0)
 		close(dm->mem_fd);
-	free(dm->pins);
 	free(dm);
 }
 
@@ -587,17 +586,18 @@ static void *map_fd(int fd, uint64_t len, int prot)
 
 static int dommap_fetch(struct sim_gnttab *sg, domid_t domid, struct sim_dommap **out)
 {
-	struct sim_hv *sh = sim_of(sg->base.hv);
 	struct hvsim_domid_msg req = {.domid = domid};
 	struct hvsim_mem_rep rep;
 	struct sim_dommap *dm;
-	int fds[3], rc;
+	uint32_t got;
+	int fds[4], rc;
 
-	rc = sim_call(sh, HVSIM_DOMAIN_GET_MEM, &req, sizeof(req), NULL, 0, &rep, sizeof(rep), fds,
-		      3);
+	rc = hvsim_chan_call(&sg->chan, HVSIM_DOMAIN_GET_MEM, &req, sizeof(req), NULL, 0, &rep,
+			     sizeof(rep), &got, fds, 4);
 	if (rc)
 		return rc;
-	if (rep.domid != domid || rep.mem_bytes % HV_PAGE_SIZE || !rep.nr_grants) {
+	if (got != sizeof(rep) || rep.domid != domid || rep.mem_bytes % HV_PAGE_SIZE ||
+	    !rep.nr_grants) {
 		rc = -EPROTO;
 		goto err_fds;
 	}
@@ -620,9 +620,9 @@ static int dommap_fetch(struct sim_gnttab *sg, domid_t domid, struct sim_dommap 
 	    map_fd(fds[1], hvsim_gnt_table_bytes(rep.nr_grants), PROT_READ | PROT_WRITE);
 	dm->view.hdr =
 	    map_fd(fds[2], hvsim_gnt_active_bytes(rep.nr_grants), PROT_READ | PROT_WRITE);
-	dm->pins = calloc(rep.nr_grants, sizeof(*dm->pins));
+	dm->pins = map_fd(fds[3], hvsim_gnt_ledger_bytes(rep.nr_grants), PROT_READ | PROT_WRITE);
 	if (!dm->mem_ro || !dm->mem_rw || !dm->view.table || !dm->view.hdr || !dm->pins) {
-		rc = dm->pins ? -errno : -ENOMEM;
+		rc = -errno;
 		goto err_dm;
 	}
 	dm->view.active = (uint32_t *)((uint8_t *)dm->view.hdr + HVSIM_GNT_ACTIVE_OFF);
@@ -633,7 +633,7 @@ static int dommap_fetch(struct sim_gnttab *sg, domid_t domid, struct sim_dommap 
 		rc = -EPROTO;
 		goto err_dm;
 	}
-	hvsim_close_fds(fds, 3);
+	hvsim_close_fds(fds, 4);
 	dm->next = sg->doms;
 	sg->doms = dm;
 	*out = dm;
@@ -642,7 +642,7 @@ static int dommap_fetch(struct sim_gnttab *sg, domid_t domid, struct sim_dommap 
 err_dm:
 	dommap_free(dm);
 err_fds:
-	hvsim_close_fds(fds, 3);
+	hvsim_close_fds(fds, 4);
 	return rc ? rc : -ENOMEM;
 }
 
@@ -690,6 +690,7 @@ static struct sim_dommap *dommap_by_addr(struct sim_gnttab *sg, domid_t domid, c
 static int sim_gnttab_open(struct hv *hv, struct hv_gnttab **out)
 {
 	struct sim_gnttab *sg;
+	int rc;
 
 	if (sim_of(hv)->guest)
 		return -EOPNOTSUPP; /* mapping is the backend's, in dom0 */
@@ -697,17 +698,26 @@ static int sim_gnttab_open(struct hv *hv, struct hv_gnttab **out)
 	if (!sg)
 		return -ENOMEM;
 	sg->base.hv = hv;
+	rc = hvsim_chan_connect(&sg->chan, sim_of(hv)->hv_path);
+	if (rc) {
+		free(sg);
+		return rc;
+	}
 	*out = &sg->base;
 	return 0;
 }
 
-/* Take one pin of @ref and count it for this handle. */
+/*
+ * Take one pin of @ref and record it in the ledger. Recorded only once taken, forgotten before
+ * dropped: if we die in between, hvsimd leaks a pin rather than dropping someone else's.
+ */
 static int pin(struct sim_dommap *dm, grant_ref_t ref, int writable, uint32_t *frame)
 {
-	uint32_t unit = writable ? PIN_WR : PIN_RD;
+	uint32_t unit = writable ? HVSIM_LEDGER_WR : HVSIM_LEDGER_RD;
 	int rc;
 
-	if (ref < dm->view.nr_entries && ((dm->pins[ref] / unit) & PIN_MAX) == PIN_MAX)
+	if (ref < dm->view.nr_entries &&
+	    ((dm->pins[ref] / unit) & HVSIM_LEDGER_MAX) == HVSIM_LEDGER_MAX)
 		return -EOVERFLOW;
 	rc = hvsim_gnt_map(&dm->view, ref, 0, writable, frame);
 	if (rc)
@@ -720,13 +730,13 @@ static int pin(struct sim_dommap *dm, grant_ref_t ref, int writable, uint32_t *f
 /* Drop one pin of @ref this handle holds. Returns 0 or -EINVAL (it holds none). */
 static int unpin(struct sim_dommap *dm, grant_ref_t ref, int writable)
 {
-	uint32_t unit = writable ? PIN_WR : PIN_RD;
+	uint32_t unit = writable ? HVSIM_LEDGER_WR : HVSIM_LEDGER_RD;
 
-	if (ref >= dm->view.nr_entries || !((dm->pins[ref] / unit) & PIN_MAX))
+	if (ref >= dm->view.nr_entries || !((dm->pins[ref] / unit) & HVSIM_LEDGER_MAX))
 		return -EINVAL;
-	hvsim_gnt_unmap(&dm->view, ref, writable);
 	dm->pins[ref] -= unit;
 	dm->nr_pins--;
+	hvsim_gnt_unmap(&dm->view, ref, writable);
 	return 0;
 }
 
@@ -903,14 +913,15 @@ static void sim_gnttab_close(struct hv_gnttab *g)
 			log_warn("d%u: gnttab handle closed with %" PRIu64 " grants still mapped",
 				 dm->domid, dm->nr_pins);
 		for (uint32_t r = 0; r < dm->view.nr_entries && dm->nr_pins; r++) {
-			while (dm->pins[r] & PIN_MAX)
+			while (dm->pins[r] & HVSIM_LEDGER_MAX)
 				unpin(dm, r, 0);
-			while (dm->pins[r] / PIN_WR)
+			while (dm->pins[r] / HVSIM_LEDGER_WR)
 				unpin(dm, r, 1);
 		}
 		sg->doms = dm->next;
 		dommap_free(dm);
 	}
+	hvsim_chan_close(&sg->chan);
 	free(sg);
 }
 

@@ -40,6 +40,7 @@ void hvsim_conn_close(struct hvsim_conn *c)
 
 	hv_loop_del(s->loop, c->fd);
 	hvsim_evtchn_close_conn(c);
+	hvsim_ledgers_release(c);
 	if (c->dom->registrant == c) {
 		c->dom->registrant = NULL;
 		log_info("d%u: guest side released", c->dom->domid);
@@ -197,10 +198,10 @@ static void do_register_mem(struct hvsim_conn *c, const struct hvsim_hdr *h, int
 static void do_get_mem(struct hvsim_conn *c, const struct hvsim_hdr *h, uint32_t domid)
 {
 	struct hvsim_mem_rep rep;
-	int out[3];
-	int rc = hvsim_dom_get_mem(c->s, domid, &rep, out);
+	int out[4];
+	int rc = hvsim_dom_get_mem(c, domid, &rep, out);
 
-	conn_reply(c, h, rc, &rep, sizeof(rep), out, 3);
+	conn_reply(c, h, rc, &rep, sizeof(rep), out, 4);
 }
 
 static void do_evtchn(struct hvsim_conn *c, const struct hvsim_hdr *h, const void *p)

@@ -429,17 +429,93 @@ int hvsim_dom_register_mem(struct hvsim_conn *c, int *fd, struct hvsim_mem_rep *
 	return 0;
 }
 
-int hvsim_dom_get_mem(struct hvsim *s, uint32_t domid, struct hvsim_mem_rep *rep, int fds_out[3])
+static void ledger_free(struct hvsim_ledger *l)
 {
+	if (l->pins)
+		munmap(l->pins, hvsim_gnt_ledger_bytes(l->view.nr_entries));
+	if (l->view.table)
+		munmap(l->view.table, hvsim_gnt_table_bytes(l->view.nr_entries));
+	if (l->view.hdr)
+		munmap(l->view.hdr, hvsim_gnt_active_bytes(l->view.nr_entries));
+	if (l->fd >= 0)
+		close(l->fd);
+	free(l);
+}
+
+static void *map_shared(int fd, uint64_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static int ledger_new(struct hvsim_dom *d, struct hvsim_ledger **out)
+{
+	struct hvsim_ledger *l = calloc(1, sizeof(*l));
+	char name[48];
+	int rc;
+
+	if (!l)
+		return -ENOMEM;
+	l->domid = d->domid;
+	l->view.nr_entries = HVSIM_GNT_ENTRIES;
+	l->view.mem_frames = d->mem_bytes / HV_PAGE_SIZE;
+	snprintf(name, sizeof(name), "hvsim-d%u-ledger", d->domid);
+	l->fd = sealed_memfd(name, hvsim_gnt_ledger_bytes(HVSIM_GNT_ENTRIES));
+	if (l->fd < 0) {
+		rc = l->fd;
+		free(l);
+		return rc;
+	}
+	l->pins = map_shared(l->fd, hvsim_gnt_ledger_bytes(HVSIM_GNT_ENTRIES));
+	l->view.table = map_shared(d->gnt_fd, hvsim_gnt_table_bytes(HVSIM_GNT_ENTRIES));
+	l->view.hdr = map_shared(d->act_fd, hvsim_gnt_active_bytes(HVSIM_GNT_ENTRIES));
+	if (!l->pins || !l->view.table || !l->view.hdr) {
+		rc = -errno;
+		ledger_free(l);
+		return rc;
+	}
+	l->view.active = (uint32_t *)((uint8_t *)l->view.hdr + HVSIM_GNT_ACTIVE_OFF);
+	*out = l;
+	return 0;
+}
+
+void hvsim_ledgers_release(struct hvsim_conn *c)
+{
+	while (c->ledgers) {
+		struct hvsim_ledger *l = c->ledgers;
+		int n = hvsim_gnt_release_ledger(&l->view, l->pins);
+
+		if (n == -EDEADLK)
+			log_err("d%u: a grant entry stays locked by a dead mapper; its pins stay",
+				l->domid);
+		else if (n > 0)
+			log_warn("d%u: released %d grant pins a dom0 process left mapped", l->domid,
+				 n);
+		c->ledgers = l->next;
+		ledger_free(l);
+	}
+}
+
+int hvsim_dom_get_mem(struct hvsim_conn *c, uint32_t domid, struct hvsim_mem_rep *rep,
+		      int fds_out[4])
+{
+	struct hvsim_ledger *l = NULL;
 	struct hvsim_dom *d;
+	int rc;
 
 	if (domid == 0)
 		return -EINVAL;
-	d = hvsim_dom_get(s, domid);
+	d = hvsim_dom_get(c->s, domid);
 	if (!d)
 		return -ESRCH;
 	if (d->mem_fd < 0)
 		return -ENXIO;
+	rc = ledger_new(d, &l);
+	if (rc)
+		return rc;
+	l->next = c->ledgers;
+	c->ledgers = l;
 	memset(rep, 0, sizeof(*rep));
 	rep->domid = d->domid;
 	rep->nr_grants = HVSIM_GNT_ENTRIES;
@@ -448,5 +524,6 @@ int hvsim_dom_get_mem(struct hvsim *s, uint32_t domid, struct hvsim_mem_rep *rep
 	fds_out[0] = d->mem_fd;
 	fds_out[1] = d->gnt_fd;
 	fds_out[2] = d->act_fd;
+	fds_out[3] = l->fd;
 	return 0;
 }

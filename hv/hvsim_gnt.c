@@ -50,10 +50,11 @@ static void cpu_relax(void)
 }
 
 /*
- * Take the entry's lock bit; returns the word as it was (lock clear). Holders keep it for a
- * few instructions, so spin, yielding now and then in case the holder was preempted.
+ * Take the entry's lock bit; *out gets the word as it was (lock clear). Holders keep it for a
+ * few instructions, so spin, yielding now and then in case the holder was preempted. With
+ * @max_spins 0 wait for as long as it takes; else give up after that many tries (-EDEADLK).
  */
-static uint32_t act_lock(uint32_t *act)
+static int act_lock_bounded(uint32_t *act, unsigned max_spins, uint32_t *out)
 {
 	uint32_t a = __atomic_load_n(act, __ATOMIC_RELAXED);
 	unsigned spins = 0;
@@ -63,14 +64,26 @@ static uint32_t act_lock(uint32_t *act)
 		 * counts and its flag updates. */
 		if (!(a & HVSIM_ACT_LOCK) &&
 		    __atomic_compare_exchange_n(act, &a, a | HVSIM_ACT_LOCK, 1, __ATOMIC_ACQUIRE,
-						__ATOMIC_RELAXED))
-			return a;
-		if (++spins % 128 == 0)
+						__ATOMIC_RELAXED)) {
+			*out = a;
+			return 0;
+		}
+		if (++spins == max_spins)
+			return -EDEADLK;
+		if (spins % 128 == 0)
 			sched_yield();
 		else
 			cpu_relax();
 		a = __atomic_load_n(act, __ATOMIC_RELAXED);
 	}
+}
+
+static uint32_t act_lock(uint32_t *act)
+{
+	uint32_t a = 0;
+
+	act_lock_bounded(act, 0, &a);
+	return a;
 }
 
 static void act_unlock(uint32_t *act, uint32_t a)
@@ -179,25 +192,20 @@ out_unlock:
 	return rc;
 }
 
-int hvsim_gnt_unmap(struct hvsim_gnt_view *v, grant_ref_t ref, int writable)
+/* Drop @nr_rd read-only and @nr_wr writable pins of @ref, the lock taken as @a. */
+static int unpin_locked(struct hvsim_gnt_view *v, grant_ref_t ref, uint32_t a, uint32_t nr_rd,
+			uint32_t nr_wr)
 {
-	uint32_t *act, a, rd, wr;
+	uint32_t *act = &v->active[ref];
+	uint32_t rd = act_rd(a), wr = act_wr(a);
 	uint16_t clear = 0;
 
-	if (ref >= v->nr_entries)
-		return -EINVAL;
-	act = &v->active[ref];
-	a = act_lock(act);
-	rd = act_rd(a);
-	wr = act_wr(a);
-	if (writable ? wr == 0 : rd == 0) {
+	if (rd < nr_rd || wr < nr_wr) {
 		act_unlock(act, a);
 		return -EINVAL;
 	}
-	if (writable)
-		wr--;
-	else
-		rd--;
+	rd -= nr_rd;
+	wr -= nr_wr;
 	if (wr == 0)
 		clear |= GTF_writing;
 	if (rd + wr == 0)
@@ -206,6 +214,43 @@ int hvsim_gnt_unmap(struct hvsim_gnt_view *v, grant_ref_t ref, int writable)
 		clear_flags(&v->table[ref], clear);
 	act_unlock(act, act_pack(rd, wr));
 	return 0;
+}
+
+int hvsim_gnt_release_ledger(struct hvsim_gnt_view *v, uint32_t *ledger)
+{
+	int released = 0, stuck = 0;
+
+	for (grant_ref_t ref = 0; ref < v->nr_entries; ref++) {
+		uint32_t l = __atomic_load_n(&ledger[ref], __ATOMIC_RELAXED), a;
+		uint32_t nr_rd = l & HVSIM_LEDGER_MAX, nr_wr = l / HVSIM_LEDGER_WR;
+
+		if (!l)
+			continue;
+		if (act_lock_bounded(&v->active[ref], 1u << 20, &a)) {
+			stuck = 1;
+			continue;
+		}
+		/* The dead mapper's pins are a part of the entry's; never take more than there are.
+		 */
+		if (nr_rd > act_rd(a))
+			nr_rd = act_rd(a);
+		if (nr_wr > act_wr(a))
+			nr_wr = act_wr(a);
+		unpin_locked(v, ref, a, nr_rd, nr_wr);
+		__atomic_store_n(&ledger[ref], 0, __ATOMIC_RELAXED);
+		released += (int)(nr_rd + nr_wr);
+	}
+	return stuck ? -EDEADLK : released;
+}
+
+int hvsim_gnt_unmap(struct hvsim_gnt_view *v, grant_ref_t ref, int writable)
+{
+	uint32_t a;
+
+	if (ref >= v->nr_entries)
+		return -EINVAL;
+	a = act_lock(&v->active[ref]);
+	return unpin_locked(v, ref, a, writable ? 0 : 1, writable ? 1 : 0);
 }
 
 int hvsim_gnt_grant(grant_entry_v1_t *table, uint32_t nr_entries, grant_ref_t ref, domid_t domid,

@@ -31,6 +31,23 @@
 #define HVSIM_ACT_WR_SHIFT 15
 #define HVSIM_ACT_WR_MASK  0xffffu /**< writer (writable map) pins, bits 15..30 */
 
+/*
+ * A pin ledger: one u32 per entry, counting the pins one mapper (a dom0 gnttab handle) holds,
+ * in units of HVSIM_LEDGER_RD (read-only maps, low 16 bits) and HVSIM_LEDGER_WR (writable,
+ * high 16 bits). hvsimd hands each handle one per domain, shared, and releases what it records
+ * when the handle's connection closes, so a mapper that dies does not leave grants pinned.
+ * A mapper records a pin only after taking it and forgets it before dropping it: a crash in
+ * between leaks a pin but never makes hvsimd release one twice.
+ */
+#define HVSIM_LEDGER_RD	 1u
+#define HVSIM_LEDGER_WR	 0x10000u
+#define HVSIM_LEDGER_MAX 0xffffu
+
+static inline uint64_t hvsim_gnt_ledger_bytes(uint32_t nr_entries)
+{
+	return (uint64_t)nr_entries * sizeof(uint32_t);
+}
+
 /** Header of the active table; entries start at HVSIM_GNT_ACTIVE_OFF. */
 struct hvsim_gnt_active_hdr {
 	uint32_t magic;	     /**< HVSIM_GNT_MAGIC */
@@ -81,6 +98,14 @@ int hvsim_gnt_map(struct hvsim_gnt_view *v, grant_ref_t ref, domid_t mapper, int
  * outlive it, like a Xen zombie domain). Returns 0 or -EINVAL (bad ref, or no such pin).
  */
 int hvsim_gnt_unmap(struct hvsim_gnt_view *v, grant_ref_t ref, int writable);
+
+/**
+ * Release every pin recorded in @ledger (a dead mapper's), clearing the ledger as it goes.
+ * Never waits long: an entry whose lock stays taken (its holder died inside the few
+ * instructions it holds it) is skipped. Returns the number of pins released, or -EDEADLK if
+ * some entry had to be skipped.
+ */
+int hvsim_gnt_release_ledger(struct hvsim_gnt_view *v, uint32_t *ledger);
 
 /**
  * Guest side: grant @frame to @domid, exactly as a Xen guest writes its entry. The entry must

@@ -45,13 +45,26 @@ struct hvsim_port {
 	int efd;		  /**< receive eventfd: notifying this port writes it */
 };
 
+/**
+ * The pins one dom0 connection (a gnttab handle) records for one guest: released when the
+ * connection closes. Holds its own mappings of the guest's tables, so it outlives the domain.
+ */
+struct hvsim_ledger {
+	domid_t domid;
+	int fd;			    /**< the ledger memfd, shared with the mapper */
+	uint32_t *pins;		    /**< hvsim_gnt.h's ledger */
+	struct hvsim_gnt_view view; /**< the guest's grant and active tables */
+	struct hvsim_ledger *next;
+};
+
 /** A connection on one of the hv sockets. */
 struct hvsim_conn {
 	struct hvsim *s;
 	struct hvsim_dom *dom; /**< the domain it acts as */
 	int fd;
-	int broken;		 /**< a send failed: shut down, closed on the next event */
-	struct hvsim_conn *next; /**< all connections of the instance */
+	int broken;		      /**< a send failed: shut down, closed on the next event */
+	struct hvsim_ledger *ledgers; /**< dom0: pins it recorded, per DOMAIN_GET_MEM */
+	struct hvsim_conn *next;      /**< all connections of the instance */
 };
 
 /** A domain (dom0 included, which has no memory and no grant table). */
@@ -130,8 +143,15 @@ void hvsim_dom0_free(struct hvsim *s);
 int hvsim_dom_register_mem(struct hvsim_conn *c, int *fd, struct hvsim_mem_rep *rep,
 			   int fds_out[2]);
 
-/** DOMAIN_GET_MEM: fills @rep and @fds_out[3]. Returns 0, -ESRCH, -EINVAL (dom0), -ENXIO. */
-int hvsim_dom_get_mem(struct hvsim *s, uint32_t domid, struct hvsim_mem_rep *rep, int fds_out[3]);
+/**
+ * DOMAIN_GET_MEM for @c: a new pin ledger for @c, and @rep and @fds_out[4] filled. Returns 0,
+ * -ESRCH, -EINVAL (dom0), -ENXIO (no memory registered yet), -ENOMEM or -errno.
+ */
+int hvsim_dom_get_mem(struct hvsim_conn *c, uint32_t domid, struct hvsim_mem_rep *rep,
+		      int fds_out[4]);
+
+/** Release the pins of every ledger of @c (it closes, or its process died) and free them. */
+void hvsim_ledgers_release(struct hvsim_conn *c);
 
 /** Fill @info for @d. */
 void hvsim_dom_info(const struct hvsim_dom *d, struct hvsim_dom_info *info);

@@ -23,7 +23,7 @@
 
 #define HVSIM_NAME_MAX	  63u	/**< domain name length without the NUL */
 #define HVSIM_MSG_MAX	  8192u /**< largest message in either direction, header included */
-#define HVSIM_MAX_FDS	  3u	/**< most fds one message carries */
+#define HVSIM_MAX_FDS	  4u	/**< most fds one message carries */
 #define HVSIM_MAX_PORTS	  1024u /**< event-channel ports per domain; port 0 is never used */
 #define HVSIM_MAX_DOMAINS 256u	/**< guest domains alive at once */
 #define HVSIM_LIST_MAX	  64u	/**< domains per DOMAIN_LIST reply */
@@ -49,8 +49,11 @@ enum hvsim_msg_type {
 	HVSIM_DOMAIN_LIST = 4,	  /**< struct hvsim_domid_msg (first domid wanted) ->
 				     struct hvsim_dom_list_rep */
 	HVSIM_DOMAIN_GET_MEM = 5, /**< struct hvsim_domid_msg -> struct hvsim_mem_rep + fds
-				     {guest memory, grant table, active table}; -ENXIO before
-				     the guest registered its memory */
+				     {guest memory, grant table, active table, pin ledger};
+				     -ENXIO before the guest registered its memory. The ledger
+				     (hvsim_gnt.h) is new and belongs to this connection: when
+				     the connection closes, hvsimd releases every pin recorded
+				     in it, as closing gntdev releases a dead process's maps. */
 
 	/* Guest sockets only (dom0 gets -EPERM). */
 	HVSIM_GUEST_REGISTER_MEM = 6, /**< 0 or 1 fd (a sealable memfd of exactly the domain's

@@ -160,6 +160,41 @@ static void test_guest_scribbles(void)
 	CU_ASSERT_EQUAL(hvsim_gnt_unmap(&g.v, 13, 0), -EINVAL);
 }
 
+/* A dead mapper's ledger: hvsimd drops exactly its pins, and skips a wedged entry. */
+static void test_release_ledger(void)
+{
+	uint32_t ledger[NR] = {0}, frame;
+
+	setup();
+	CU_ASSERT_EQUAL(hvsim_gnt_grant(g.table, NR, 30, DOM0, 1, 0), 0);
+	CU_ASSERT_EQUAL(hvsim_gnt_grant(g.table, NR, 31, DOM0, 2, 0), 0);
+	CU_ASSERT_EQUAL(hvsim_gnt_grant(g.table, NR, 32, DOM0, 3, 0), 0);
+	/* The dead mapper: a writable and two read-only pins of 30, one read-only pin of 31. */
+	for (int i = 0; i < 3; i++)
+		CU_ASSERT_EQUAL(hvsim_gnt_map(&g.v, 30, DOM0, i == 0, &frame), 0);
+	ledger[30] = HVSIM_LEDGER_WR + 2 * HVSIM_LEDGER_RD;
+	CU_ASSERT_EQUAL(hvsim_gnt_map(&g.v, 31, DOM0, 0, &frame), 0);
+	ledger[31] = HVSIM_LEDGER_RD;
+	/* A live mapper also holds 31. */
+	CU_ASSERT_EQUAL(hvsim_gnt_map(&g.v, 31, DOM0, 1, &frame), 0);
+
+	CU_ASSERT_EQUAL(hvsim_gnt_release_ledger(&g.v, ledger), 4);
+	CU_ASSERT_EQUAL(hvsim_gnt_flags(g.table, 30), GTF_permit_access);
+	CU_ASSERT_EQUAL(hvsim_gnt_flags(g.table, 31),
+			GTF_permit_access | GTF_reading | GTF_writing);
+	CU_ASSERT_EQUAL(ledger[30], 0);
+	CU_ASSERT_EQUAL(ledger[31], 0);
+	CU_ASSERT_EQUAL(hvsim_gnt_unmap(&g.v, 31, 1), 0);
+	CU_ASSERT_EQUAL(hvsim_gnt_flags(g.table, 31), GTF_permit_access);
+
+	/* An entry whose lock a dead process held is skipped, not waited on forever. */
+	CU_ASSERT_EQUAL(hvsim_gnt_map(&g.v, 32, DOM0, 0, &frame), 0);
+	ledger[32] = HVSIM_LEDGER_RD;
+	g.v.active[32] |= HVSIM_ACT_LOCK;
+	CU_ASSERT_EQUAL(hvsim_gnt_release_ledger(&g.v, ledger), -EDEADLK);
+	CU_ASSERT_EQUAL(ledger[32], HVSIM_LEDGER_RD);
+}
+
 /*
  * The guest ends access while a mapper maps and unmaps the same entry: whenever end access
  * succeeds, the mapper must not be inside a mapping.
@@ -223,6 +258,7 @@ static CU_TestInfo tests[] = {
     {"unmap_after_death", test_unmap_after_death},
     {"pin_overflow", test_pin_overflow},
     {"guest_scribbles", test_guest_scribbles},
+    {"release_ledger", test_release_ledger},
     {"end_access_race", test_end_access_race},
     CU_TEST_INFO_NULL,
 };

@@ -11,6 +11,8 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct hvsim_fix fix;
@@ -332,6 +334,64 @@ static void test_close_releases(void)
 	fix_unmap_table(table, nr);
 }
 
+/* Read a grant entry's flags until @want, for up to 5 s (hvsimd reacts to a hang-up). */
+static int wait_flags(grant_entry_v1_t *table, grant_ref_t ref, uint16_t want)
+{
+	for (int i = 0; i < 5000; i++) {
+		struct timespec ts = {0, 1000000};
+
+		if (hvsim_gnt_flags(table, ref) == want)
+			return 1;
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
+/* A dom0 process that dies with grants mapped: hvsimd releases them, as gntdev would. */
+static void test_dead_mapper(void)
+{
+	grant_ref_t refs[3];
+	uint32_t frames[3], nr;
+	grant_entry_v1_t *table = fix_map_table(&fix, domid, &nr);
+	int pfd[2], st;
+	struct env e;
+	pid_t pid;
+	char c;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(table);
+	CU_ASSERT_EQUAL_FATAL(env_open(&e), 0);
+	grant_n(&e, 3, 0, 0x60, refs, frames);
+	CU_ASSERT_EQUAL_FATAL(pipe(pfd), 0);
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		struct hv_gnttab *g;
+		void *addrs[2], *region;
+		int status[2];
+		struct hv *hv;
+
+		if (hv_open(&hv, HV_KIND_SIM, fix.dir) || hv_gnttab_open(hv, &g) ||
+		    hv_gnttab_map_pages(g, domid, 1, &refs[0], HV_PROT_READ | HV_PROT_WRITE, addrs,
+					status) ||
+		    hv_gnttab_map_pages(g, domid, 1, &refs[1], HV_PROT_READ, addrs + 1,
+					status + 1) ||
+		    hv_gnttab_map_contig(g, domid, 1, &refs[2], HV_PROT_READ, &region))
+			_exit(1);
+		/* Die holding all three, without closing anything. */
+		_exit(write(pfd[1], "m", 1) == 1 ? 0 : 1);
+	}
+	close(pfd[1]);
+	CU_ASSERT_EQUAL(read(pfd[0], &c, 1), 1);
+	close(pfd[0]);
+	CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
+	CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	for (int i = 0; i < 3; i++)
+		CU_ASSERT(wait_flags(table, refs[i], GTF_permit_access));
+	ungrant_n(&e, 3, refs, frames);
+	env_close(&e);
+	fix_unmap_table(table, nr);
+}
+
 /* A destroyed domain: no new maps, but mappings made before stay valid until unmapped. */
 static void test_dead_domain(void)
 {
@@ -441,15 +501,11 @@ static void test_guest_reopen(void)
 }
 
 static CU_TestInfo tests[] = {
-    {"guest_basics", test_guest_basics},
-    {"map_pages_batch", test_map_pages_batch},
-    {"map_refusals", test_map_refusals},
-    {"readonly_is_readonly", test_readonly_is_readonly},
-    {"map_contig", test_map_contig},
-    {"close_releases", test_close_releases},
-    {"dead_domain", test_dead_domain},
-    {"guest_reopen", test_guest_reopen},
-    CU_TEST_INFO_NULL,
+    {"guest_basics", test_guest_basics}, {"map_pages_batch", test_map_pages_batch},
+    {"map_refusals", test_map_refusals}, {"readonly_is_readonly", test_readonly_is_readonly},
+    {"map_contig", test_map_contig},	 {"close_releases", test_close_releases},
+    {"dead_mapper", test_dead_mapper},	 {"dead_domain", test_dead_domain},
+    {"guest_reopen", test_guest_reopen}, CU_TEST_INFO_NULL,
 };
 
 TEST_SUITE("gnt_map", suite_init, suite_clean, tests)

@@ -142,14 +142,14 @@ void *fix_map_table(const struct hvsim_fix *f, domid_t domid, uint32_t *nr_entri
 {
 	struct hvsim_domid_msg req = {.domid = domid};
 	struct hvsim_mem_rep rep;
-	int fds[3];
+	int fds[4];
 	void *p;
 
-	if (dom0_call(f, HVSIM_DOMAIN_GET_MEM, &req, sizeof(req), &rep, sizeof(rep), fds, 3))
+	if (dom0_call(f, HVSIM_DOMAIN_GET_MEM, &req, sizeof(req), &rep, sizeof(rep), fds, 4))
 		return NULL;
 	p = mmap(NULL, hvsim_gnt_table_bytes(rep.nr_grants), PROT_READ | PROT_WRITE, MAP_SHARED,
 		 fds[1], 0);
-	hvsim_close_fds(fds, 3);
+	hvsim_close_fds(fds, 4);
 	if (p == MAP_FAILED)
 		return NULL;
 	*nr_entries = rep.nr_grants;
