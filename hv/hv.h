@@ -107,7 +107,8 @@ const char *hv_strerror(int err);
  * writable map) are set in the guest's entry; the last unmap clears them. A read-only map is
  * mapped PROT_READ: a store faults. Mappings belong to the handle that made them: unmap through
  * it; closing it releases whatever it still maps (its addresses become invalid), as closing
- * /dev/xen/gntdev does. A mapping outlives the domain's destruction until unmapped. Refusals:
+ * /dev/xen/gntdev does, and so does the process's death (the sim's hvsimd sees the handle's
+ * connection drop). A mapping outlives the domain's destruction until unmapped. Refusals:
  *   -EINVAL  bad grant reference (outside the table)
  *   -EPERM   entry does not permit access (not granted, or wrong type)
  *   -EACCES  granted to another domain
