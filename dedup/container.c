@@ -149,15 +149,16 @@ static int cid_from_name(const char *name, uint64_t *cid)
 }
 
 /*
- * Files with no record are containers created after the last commit (their data was never
- * acknowledged) or ones the collector emptied and committed away just before a crash: both
- * are garbage.
+ * Open every container file the index does not know yet: the journal may name blocks in it
+ * (written after the last checkpoint). ctr_table_finish() removes those still unknown after
+ * the replay.
  */
-static int ctr_remove_orphans(struct dedup_store *s)
+static int ctr_open_unknown(struct dedup_store *s, uint64_t *max_cid)
 {
 	char path[PATH_MAX];
 	struct dirent *de;
 	DIR *d;
+	int rc = 0;
 
 	snprintf(path, sizeof(path), "%s/containers", s->dir);
 	d = opendir(path);
@@ -165,16 +166,24 @@ static int ctr_remove_orphans(struct dedup_store *s)
 		return -errno;
 	while ((de = readdir(d))) {
 		uint64_t cid;
+		struct ctr *c;
+		int fd;
 
-		if (cid_from_name(de->d_name, &cid))
+		if (cid_from_name(de->d_name, &cid) || ctr_lookup(s, cid))
 			continue;
-		if (ctr_lookup(s, cid))
+		fd = ctr_open_fd(s, cid, 0);
+		if (fd < 0)
 			continue;
-		if (ctr_path(s, cid, path, sizeof(path)) == 0 && unlink(path) == 0)
-			log_info("removed container %016" PRIx64 " (not in the index)", cid);
+		rc = ctr_insert(s, cid, fd, &c);
+		if (rc) {
+			close(fd);
+			break;
+		}
+		if (cid > *max_cid)
+			*max_cid = cid;
 	}
 	closedir(d);
-	return 0;
+	return rc;
 }
 
 /* O_DIRECT is a property of the file system: try it once on a scratch file. */
@@ -203,7 +212,6 @@ int ctr_table_load(struct dedup_store *s)
 	MDB_cursor *cur;
 	MDB_val k, d;
 	uint64_t max_cid = 0;
-	struct ctr_rec last = { 0 };
 	int rc;
 
 	ctr_probe_direct(s);
@@ -223,6 +231,8 @@ int ctr_table_load(struct dedup_store *s)
 			rc = -EIO;
 			goto out_cursor;
 		}
+		if (cid > max_cid)
+			max_cid = cid;
 		fd = ctr_open_fd(s, cid, 0);
 		if (fd < 0) {
 			/* fsck reports it; blocks in it read as errors meanwhile */
@@ -234,25 +244,64 @@ int ctr_table_load(struct dedup_store *s)
 			close(fd);
 			goto out_cursor;
 		}
-		if (cid > max_cid) {
-			max_cid = cid;
-			memcpy(&last, d.mv_data, sizeof(last));
-		}
 	}
 	rc = rc == MDB_NOTFOUND ? 0 : dedup_mdb_err(rc);
-	s->next_cid = max_cid + 1;
-	/* Appends resume after the last committed slot of the newest container. */
-	if (max_cid && last.used < s->ctr_slots && ctr_lookup(s, max_cid)) {
-		s->active = ctr_lookup(s, max_cid);
-		s->active_next = last.used;
-	}
 out_cursor:
 	mdb_cursor_close(cur);
 out_abort:
 	mdb_txn_abort(txn);
 	if (rc == 0)
-		rc = ctr_remove_orphans(s);
+		rc = ctr_open_unknown(s, &max_cid);
+	s->next_cid = max_cid + 1;
 	return rc;
+}
+
+/*
+ * After the journal replay is committed: files the index still does not know are garbage
+ * (containers made after the last commit that no surviving journal entry uses, or emptied by
+ * the collector just before a crash); appends resume after the last committed slot of the
+ * newest container.
+ */
+int ctr_table_finish(struct dedup_store *s)
+{
+	struct ctr_rec newest = { 0 };
+	uint64_t newest_cid = 0;
+	MDB_txn *txn;
+	int rc;
+
+	rc = dedup_mdb_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+	if (rc)
+		return rc;
+	for (uint64_t cid = 1; cid < s->next_cid; cid++) {
+		struct ctr *c = ctr_lookup(s, cid);
+		MDB_val k = { sizeof(cid), &cid }, d;
+		int mrc;
+
+		if (!c)
+			continue;
+		mrc = mdb_get(txn, s->dbi_ctrs, &k, &d);
+		if (mrc == MDB_NOTFOUND) {
+			log_info("removed container %016" PRIx64 " (not in the index)", cid);
+			ctr_retire(s, c);
+			continue;
+		}
+		if (mrc) {
+			rc = dedup_mdb_err(mrc);
+			break;
+		}
+		if (d.mv_size == sizeof(newest)) {
+			memcpy(&newest, d.mv_data, sizeof(newest));
+			newest_cid = cid;
+		}
+	}
+	mdb_txn_abort(txn);
+	if (rc)
+		return rc;
+	if (newest_cid && newest.used < s->ctr_slots) {
+		s->active = ctr_lookup(s, newest_cid);
+		s->active_next = newest.used;
+	}
+	return 0;
 }
 
 void ctr_table_free(struct dedup_store *s)

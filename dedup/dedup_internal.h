@@ -110,6 +110,7 @@ struct vol_rec {
 #define META_RQ_NEXT "rq_next"
 #define META_ZOMBIES "zombies"
 #define META_ZERO_WRITES "zero_writes"
+#define META_CKPT_GEN "ckpt_gen" /* journal generation the last checkpoint committed */
 
 /* ---- containers ---------------------------------------------------------------------------- */
 
@@ -128,6 +129,8 @@ struct ctr {
 
 struct wop;
 struct wstate;
+struct ovl;
+struct vstate;
 
 struct dedup_store {
 	char *dir;                         /**< [const] */
@@ -159,6 +162,8 @@ struct dedup_store {
 
 	pthread_mutex_t vol_lock;
 	struct dedup_vol *vols;   /**< [vol_lock] open handles */
+	struct ovl *ovl;          /**< readers: rd_lock shared; the writer: rd_lock exclusive */
+	int jfd;                  /**< the journal */
 
 	pthread_t writer;
 	pthread_mutex_t wq_lock;
@@ -174,6 +179,7 @@ struct dedup_store {
 struct dedup_vol {
 	struct dedup_store *s;
 	char name[DEDUP_NAME_MAX + 1];
+	struct vstate *vs;      /**< the volume's overlay (shared by its handles) */
 	int readonly;
 	_Atomic uint64_t size_bytes;
 	struct dedup_vol *next; /**< [vol_lock] */
@@ -201,6 +207,7 @@ struct req_blk {
 	uint16_t same_as;  /**< BLK_SAME: earlier block of this request with the same content */
 	uint64_t loc;      /**< BLK_NEW: the allocated slot */
 	struct ctr *ctr;   /**< BLK_NEW / BLK_DUP: holds an inflight count on it */
+	uint8_t indexed;   /**< BLK_NEW: the writer indexed this copy (not a twin's) */
 };
 
 struct dedup_req {
@@ -214,12 +221,30 @@ struct dedup_req {
 	uint64_t nr_blk;
 	void *priv;
 	struct dedup_req *next;
-	int waited; /**< dedup_req_wait() owns the completion */
+	int prefail; /**< the writer failed it before applying (not retried) */
 	unsigned nr_ext;
 	struct dedup_extent *ext;  /**< [max_blk] */
 	struct ctr **ext_ctr;      /**< [max_blk] read pins */
 	struct iovec *xiov;        /**< [max_blk] */
 	struct req_blk *blk;       /**< [max_blk] */
+};
+
+/* ---- what the writer applies and journals -------------------------------------------------- */
+
+#define JENT_WRITE 1
+#define JENT_DISCARD 2
+
+struct wrec {
+	uint8_t type;          /**< JENT_WRITE / JENT_DISCARD */
+	const char *name;
+	uint64_t first_blk;
+	uint64_t nr_blk;
+	struct req_blk *blk;   /**< JENT_WRITE: nr_blk blocks */
+};
+
+struct jbuf {
+	uint8_t *buf;
+	size_t len, cap;
 };
 
 /* ---- writer transaction state -------------------------------------------------------------- */
@@ -289,6 +314,7 @@ unsigned levels_for(uint64_t nr_blk);
 /* ---- container.c --------------------------------------------------------------------------- */
 
 int ctr_table_load(struct dedup_store *s);
+int ctr_table_finish(struct dedup_store *s);
 void ctr_table_free(struct dedup_store *s);
 struct ctr *ctr_lookup(struct dedup_store *s, uint64_t cid);
 void ctr_put(struct ctr *c);
@@ -302,6 +328,7 @@ int ctr_is_active(struct dedup_store *s, uint64_t cid);
 /* ---- map.c (writer side) ------------------------------------------------------------------- */
 
 int wtx_begin(struct dedup_store *s, struct wtx *w);
+int wtx_flush(struct wtx *w);
 int wtx_commit(struct wtx *w);
 void wtx_abort(struct wtx *w);
 void wtx_free(struct wtx *w);
@@ -322,7 +349,7 @@ int content_get(MDB_txn *txn, struct dedup_store *s, const uint8_t *h, struct co
 int content_put(struct wtx *w, const uint8_t *h, const struct content_val *v);
 int content_del(struct wtx *w, const uint8_t *h);
 int content_incref(struct wtx *w, const uint8_t *h);
-int content_add_new(struct wtx *w, const uint8_t *h, uint64_t loc);
+int content_add_new(struct wtx *w, const uint8_t *h, uint64_t loc, int *indexed);
 int content_decref(struct wtx *w, const uint8_t *h);
 struct ctr_delta *ctr_delta_get(struct wtx *w, uint64_t cid);
 void ctr_used_bump(struct wtx *w, uint64_t loc);
@@ -358,6 +385,32 @@ int writer_drain_reclaim(struct dedup_store *s);
 void writer_enqueue(struct dedup_store *s, struct dedup_req *r);
 void req_complete(struct dedup_req *r, int status);
 void req_release_ctrs(struct dedup_req *r);
+
+int writer_checkpoint(struct dedup_store *s);
+int writer_checkpoint_call(struct dedup_store *s);
+
+/* ---- journal.c / overlay.c ----------------------------------------------------------------- */
+
+uint32_t dedup_crc32c(const void *buf, size_t len);
+int jnl_open(struct dedup_store *s);
+int jnl_encode(struct jbuf *jb, uint64_t gen, const struct wrec *rec);
+int jnl_append(struct dedup_store *s, uint64_t *off, const void *buf, size_t len);
+int jnl_truncate(struct dedup_store *s);
+int jnl_replay(struct dedup_store *s, uint64_t gen, uint64_t limit,
+	       int (*fn)(const struct wrec *rec, void *arg), void *arg, uint64_t *end);
+
+int ovl_init(struct dedup_store *s);
+void ovl_free(struct dedup_store *s);
+struct vstate *ovl_vstate(struct dedup_store *s, const char *name);
+int ovl_lookup_blk(const struct vstate *vs, uint64_t lba, uint8_t out[HASH_BYTES]);
+int ovl_lookup_content(const struct dedup_store *s, const uint8_t *h, uint64_t *loc);
+int ovl_reserve_blk(struct vstate *vs, uint32_t more);
+void ovl_set_blk(struct vstate *vs, uint64_t lba, const uint8_t *h);
+int ovl_discard(struct vstate *vs, uint64_t lo, uint64_t hi);
+unsigned ovl_tombstones(const struct vstate *vs);
+int ovl_reserve_content(struct dedup_store *s, uint32_t more);
+void ovl_add_content(struct dedup_store *s, const uint8_t *h, uint64_t loc);
+void ovl_clear(struct dedup_store *s);
 
 /* ---- gc.c / fsck.c ------------------------------------------------------------------------- */
 

@@ -114,15 +114,16 @@ int content_incref(struct wtx *w, const uint8_t *h)
 }
 
 /*
- * A block just written at @loc with content @h: index it, or, when the content got indexed
- * meanwhile (a concurrent identical write), take a reference to that copy and leave the new
- * slot as garbage. Returns 0 or -errno.
+ * A block just written at @loc with content @h: index it (*indexed = 1), or, when the content
+ * got indexed meanwhile (a concurrent identical write), take a reference to that copy and leave
+ * the new slot as garbage (*indexed = 0). Returns 0 or -errno.
  */
-int content_add_new(struct wtx *w, const uint8_t *h, uint64_t loc)
+int content_add_new(struct wtx *w, const uint8_t *h, uint64_t loc, int *indexed)
 {
 	struct content_val v;
 	int rc = content_get(w->txn, w->s, h, &v);
 
+	*indexed = 0;
 	if (rc == 0) {
 		rc = incref_val(w, &v);
 		return rc ? rc : content_put(w, h, &v);
@@ -132,7 +133,10 @@ int content_add_new(struct wtx *w, const uint8_t *h, uint64_t loc)
 	v.loc = loc;
 	v.refs = 1;
 	rc = ctr_live_add(w, loc, 1);
-	return rc ? rc : content_put(w, h, &v);
+	if (rc == 0)
+		rc = content_put(w, h, &v);
+	*indexed = rc == 0;
+	return rc;
 }
 
 /* Drop one reference (reclaim). Inconsistencies are logged and left to fsck. */

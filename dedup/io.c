@@ -340,6 +340,7 @@ int dedup_read_prepare(struct dedup_ctx *c, struct dedup_vol *v, uint64_t first_
 	struct dedup_store *s = c->s;
 	struct iov_cursor ic = { iov, 0, 0 };
 	const struct node *leaf = NULL;
+	uint64_t leaf_no = UINT64_MAX;
 	struct dedup_extent *e = NULL;
 	uint64_t e_last = 0;
 	struct vol_rec vr;
@@ -369,22 +370,32 @@ int dedup_read_prepare(struct dedup_ctx *c, struct dedup_vol *v, uint64_t first_
 	}
 	for (uint32_t i = 0; i < nr_blk; i++) {
 		uint64_t lba = first_blk + i, loc;
+		uint8_t oh[HASH_BYTES];
 		const uint8_t *h = NULL;
 		struct content_val cv;
 		char *p = iov_next_block(&ic);
 
-		if (i == 0 || lba % LEAF_FANOUT == 0) {
-			rc = rd_leaf(c->rtxn, s, &vr, lba, &leaf);
-			if (rc)
-				goto out_unpin;
+		/* what the writer applied since its last checkpoint, then the snapshot */
+		if (ovl_lookup_blk(v->vs, lba, oh)) {
+			h = oh;
+		} else {
+			if (lba / LEAF_FANOUT != leaf_no) {
+				rc = rd_leaf(c->rtxn, s, &vr, lba, &leaf);
+				if (rc)
+					goto out_unpin;
+				leaf_no = lba / LEAF_FANOUT;
+			}
+			if (leaf)
+				h = leaf->hash[lba % LEAF_FANOUT];
 		}
-		if (leaf)
-			h = leaf->hash[lba % LEAF_FANOUT];
 		if (!h || dedup_hash_is_zero(h)) {
 			memset(p, 0, DEDUP_BLOCK_BYTES);
 			continue;
 		}
-		rc = content_get(c->rtxn, s, h, &cv);
+		if (ovl_lookup_content(s, h, &loc))
+			cv.loc = loc, rc = 0;
+		else
+			rc = content_get(c->rtxn, s, h, &cv);
 		if (rc) {
 			if (rc == -ENOENT) {
 				LOG_RATELIMITED(&io_rl, LOG_LVL_ERR,
@@ -515,7 +526,12 @@ int dedup_write_prepare(struct dedup_ctx *c, struct dedup_vol *v, uint64_t first
 			b->same_as = (uint16_t)j;
 			continue;
 		}
-		rc = content_get(c->rtxn, s, b->hash, &cv);
+		uint64_t loc;
+
+		if (ovl_lookup_content(s, b->hash, &loc))
+			cv.loc = loc, rc = 0; /* stored since the last checkpoint */
+		else
+			rc = content_get(c->rtxn, s, b->hash, &cv);
 		if (rc == 0) {
 			ct = ctr_lookup(s, LOC_CID(cv.loc));
 			/*

@@ -294,7 +294,11 @@ static int writeback_vols(struct wtx *w)
 	return 0;
 }
 
-int wtx_commit(struct wtx *w)
+/*
+ * Write the transaction's cached changes (nodes, container counts, volume records, counters)
+ * into it without committing: the writer keeps one transaction open across many groups.
+ */
+int wtx_flush(struct wtx *w)
 {
 	struct dedup_store *s = w->s;
 	int rc;
@@ -303,15 +307,24 @@ int wtx_commit(struct wtx *w)
 	    (rc = meta_put_u64(w->txn, s->dbi_meta, META_NEXT_NODE, w->next_node)) ||
 	    (rc = meta_put_u64(w->txn, s->dbi_meta, META_RQ_NEXT, w->rq_next)) ||
 	    (rc = meta_put_u64(w->txn, s->dbi_meta, META_ZOMBIES, w->zombies)) ||
-	    (rc = meta_put_u64(w->txn, s->dbi_meta, META_ZERO_WRITES, w->zero_writes))) {
+	    (rc = meta_put_u64(w->txn, s->dbi_meta, META_ZERO_WRITES, w->zero_writes)))
+		return rc;
+	nc_clear(w);
+	w->ncd = 0;
+	w->nvols = 0;
+	return 0;
+}
+
+int wtx_commit(struct wtx *w)
+{
+	int rc = wtx_flush(w);
+
+	if (rc) {
 		wtx_abort(w);
 		return rc;
 	}
 	rc = dedup_mdb_err(mdb_txn_commit(w->txn));
 	w->txn = NULL;
-	nc_clear(w);
-	w->ncd = 0;
-	w->nvols = 0;
 	return rc;
 }
 

@@ -306,6 +306,7 @@ int dedup_store_open(const char *dir, const struct dedup_opts *o, struct dedup_s
 	struct dedup_store *s;
 	char path[PATH_MAX];
 	pthread_rwlockattr_t ra;
+	pthread_condattr_t ca;
 	int rc;
 
 	if (!o)
@@ -317,6 +318,7 @@ int dedup_store_open(const char *dir, const struct dedup_opts *o, struct dedup_s
 	if (!s)
 		return -ENOMEM;
 	s->lock_fd = -1;
+	s->jfd = -1;
 	s->dir = strdup(dir);
 	if (!s->dir) {
 		rc = -ENOMEM;
@@ -371,11 +373,21 @@ int dedup_store_open(const char *dir, const struct dedup_opts *o, struct dedup_s
 	pthread_mutex_init(&s->alloc_lock, NULL);
 	pthread_mutex_init(&s->vol_lock, NULL);
 	pthread_mutex_init(&s->wq_lock, NULL);
-	pthread_cond_init(&s->wq_cond, NULL);
+	/* the writer's idle-checkpoint deadline is on the monotonic clock */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->wq_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&s->op_cond, NULL);
-	rc = ctr_table_load(s);
+	rc = ovl_init(s);
 	if (rc)
 		goto err_locks;
+	rc = jnl_open(s);
+	if (rc)
+		goto err_ovl;
+	rc = ctr_table_load(s);
+	if (rc)
+		goto err_jnl;
 	rc = writer_start(s);
 	if (rc)
 		goto err_ctrs;
@@ -384,6 +396,10 @@ int dedup_store_open(const char *dir, const struct dedup_opts *o, struct dedup_s
 
 err_ctrs:
 	ctr_table_free(s);
+err_jnl:
+	close(s->jfd);
+err_ovl:
+	ovl_free(s);
 err_locks:
 	pthread_cond_destroy(&s->op_cond);
 	pthread_cond_destroy(&s->wq_cond);
@@ -409,6 +425,8 @@ void dedup_store_close(struct dedup_store *s)
 	writer_stop(s);
 	mdb_env_sync(s->env, 1);
 	ctr_table_free(s);
+	close(s->jfd);
+	ovl_free(s);
 	mdb_env_close(s->env);
 	EVP_MD_free(s->sha256);
 	pthread_cond_destroy(&s->op_cond);
@@ -445,6 +463,10 @@ int dedup_store_stats(struct dedup_store *s, struct dedup_stats *st)
 	int rc;
 
 	memset(st, 0, sizeof(*st));
+	/* the numbers of committed state: commit what the writer holds first */
+	rc = writer_checkpoint_call(s);
+	if (rc)
+		return rc;
 	pthread_rwlock_rdlock(&s->rd_lock);
 	rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
 	if (rc) {

@@ -290,7 +290,9 @@ int dedup_vol_get(struct dedup_store *s, const char *name, struct dedup_vol_info
 
 	if (!dedup_name_ok(name))
 		return -EINVAL;
-	rc = rtxn_begin(s, &txn);
+	rc = writer_checkpoint_call(s); /* block counts of committed state */
+	if (rc == 0)
+		rc = rtxn_begin(s, &txn);
 	if (rc)
 		return rc;
 	rc = vol_rec_read(txn, s, name, &vr);
@@ -309,7 +311,9 @@ int dedup_vol_list(struct dedup_store *s, struct dedup_vol_info **out, unsigned 
 	MDB_val k, d;
 	int rc;
 
-	rc = rtxn_begin(s, &txn);
+	rc = writer_checkpoint_call(s);
+	if (rc == 0)
+		rc = rtxn_begin(s, &txn);
 	if (rc)
 		return rc;
 	rc = dedup_mdb_err(mdb_cursor_open(txn, s->dbi_vols, &cur));
@@ -399,7 +403,9 @@ int dedup_vol_share(struct dedup_store *s, const char *name, uint64_t *share_byt
 
 	if (!dedup_name_ok(name))
 		return -EINVAL;
-	rc = rtxn_begin(s, &txn);
+	rc = writer_checkpoint_call(s);
+	if (rc == 0)
+		rc = rtxn_begin(s, &txn);
 	if (rc)
 		return rc;
 	rc = vol_rec_read(txn, s, name, &vr);
@@ -432,7 +438,8 @@ int dedup_vol_open(struct dedup_store *s, const char *name, struct dedup_vol **o
 	 * commit, so this handle either reads the new size or gets updated.
 	 */
 	pthread_mutex_lock(&s->vol_lock);
-	rc = rtxn_begin(s, &txn);
+	v->vs = ovl_vstate(s, name);
+	rc = v->vs ? rtxn_begin(s, &txn) : -ENOMEM;
 	if (rc == 0) {
 		rc = vol_rec_read(txn, s, name, &vr);
 		rtxn_end(s, txn);

@@ -18,9 +18,13 @@ static int entry_of(struct dedup_store *s, uint64_t seed, uint8_t h[HASH_BYTES],
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	uint64_t blk[TB / 8];
+	struct dedup_stats st;
 	MDB_txn *txn;
 	int rc;
 
+	/* committed state: stats makes the writer checkpoint first */
+	if (dedup_store_stats(s, &st))
+		return -1;
 	t_fill(blk, seed);
 	dedup_sha256(md, s->sha256, blk, h);
 	EVP_MD_CTX_free(md);

@@ -8,12 +8,14 @@
 
 #include <errno.h>
 
+/* Entries of a database as committed (stats commits what the writer holds first). */
 static uint64_t db_entries(struct dedup_store *s, MDB_dbi dbi)
 {
+	struct dedup_stats ds;
 	MDB_txn *txn;
 	MDB_stat st;
 
-	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))
+	if (dedup_store_stats(s, &ds) || mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))
 		return UINT64_MAX;
 	mdb_stat(txn, dbi, &st);
 	mdb_txn_abort(txn);

@@ -63,9 +63,8 @@ static void test_commits_are_grouped(void)
 		}
 	}
 	after = last_txnid(s);
-	/* the writer takes whatever is queued when it starts a commit */
-	CU_ASSERT_TRUE(after - before >= 1);
-	CU_ASSERT_TRUE(after - before <= 8);
+	/* acknowledged from the journal; LMDB commits come in checkpoints of many writes */
+	CU_ASSERT_TRUE(after - before <= 2);
 	for (int i = 0; i < GROUP_REQS; i++) {
 		CU_ASSERT_TRUE(t_reads(c, v, (uint64_t)i, 1 + (uint64_t)i));
 		dedup_req_free(r[i]);
