@@ -337,6 +337,7 @@ struct bb_vbd {
 	struct bb_ctl_conn *detach_conn;
 
 	struct bb_stats retired; /**< counters of rings torn down by earlier disconnects */
+	struct log_ratelimit rl; /**< lines a frontend can cause (connects, refusals, states) */
 };
 
 struct blkback {

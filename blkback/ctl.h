@@ -12,12 +12,18 @@
  *        as a Xen toolstack does (state 1 on both sides); its own backend watch then serves it.
  *   {"cmd":"detach","domain":D,"vdev":"xvda"}       -> {"ok":true}
  *        Closes the vbd (Closing/Closed handshake, in-flight I/O completes), removes the nodes.
+ *        The answer comes when the frontend closed, or after 5 s if it does not react; that
+ *        connection reads no further request until then.
  *   {"cmd":"resize","vol":V,"size":BYTES,"shrink":false} -> {"ok":true,"old_size":B,"size":B}
  *        Online: every vbd of V sees the new size (sectors + state rewritten in one transaction).
  *   {"cmd":"stats"} or {"cmd":"stats","domain":D,"vdev":X}
  *        -> {"ok":true,"vbds":[{"domid","domain","vdev","devid","vol","state","ro",
  *             "rd_req","wr_req","f_req","ds_req","oo_req","rd_sect","wr_sect","errors",
  *             "inflight","rd_lat_p50_us","rd_lat_p99_us","wr_lat_p50_us","wr_lat_p99_us"}]}
+ *        "state" is the backend's XenbusState by name ("InitWait", "Connected", "Closed"...);
+ *        counters are integers (kept across reconnects of the vbd), latencies are numbers
+ *        in microseconds (0 when nothing was measured yet). Every vbd blkbackd serves is
+ *        listed, connected or not.
  *   {"cmd":"attached","vol":V}                      -> {"ok":true,"vbds":[{"domid","vdev"}...]}
  *
  * Requests are at most CTL_MAX_LINE bytes; a longer line or invalid JSON gets an error answer

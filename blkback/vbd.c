@@ -270,7 +270,7 @@ void bb_vbd_disconnect(struct bb_vbd *v)
 	v->rings = NULL;
 	v->nr_rings = 0;
 	__atomic_store_n(&v->need_disconnect, 0, __ATOMIC_RELAXED);
-	log_info("%s: disconnected", v->name);
+	LOG_RATELIMITED(&v->rl, LOG_LVL_INFO, "%s: disconnected", v->name);
 }
 
 void bb_vbd_stats(const struct bb_vbd *v, struct bb_stats *out)

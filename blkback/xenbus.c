@@ -251,7 +251,7 @@ static void vbd_fatal(struct bb_vbd *v, int err, enum xenbus_state next, const c
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	log_err("%s: %s", v->name, msg);
+	LOG_RATELIMITED(&v->rl, LOG_LVL_ERR, "%s: %s", v->name, msg);
 	bb_vbd_disconnect(v);
 	snprintf(path, sizeof(path), "/local/domain/%u/error/backend/vbd/%u/%u",
 		 hv_domid(v->bb->hv), v->domid, v->devid);
@@ -601,11 +601,12 @@ static void vbd_connect(struct bb_vbd *v)
 		return;
 	}
 	v->be_state = XenbusStateConnected;
-	log_info("%s: connected: %llu sectors of %u bytes%s, %u queue%s, ring of %u page%s "
-		 "(%u requests)",
-		 v->name, (unsigned long long)__atomic_load_n(&v->size_sect, __ATOMIC_RELAXED),
-		 v->logical_block, v->ro ? ", read-only" : "", nr, nr > 1 ? "s" : "",
-		 d[0].nr_pages, d[0].nr_pages > 1 ? "s" : "", v->rings[0].nr_reqs);
+	LOG_RATELIMITED(&v->rl, LOG_LVL_INFO,
+			"%s: connected: %llu sectors of %u bytes%s, %u queue%s, ring of %u page%s "
+			"(%u requests)",
+			v->name, (unsigned long long)__atomic_load_n(&v->size_sect, __ATOMIC_RELAXED),
+			v->logical_block, v->ro ? ", read-only" : "", nr, nr > 1 ? "s" : "",
+			d[0].nr_pages, d[0].nr_pages > 1 ? "s" : "", v->rings[0].nr_reqs);
 }
 
 static int tx_size(struct blkback *bb, xs_transaction_t t, void *arg)
@@ -677,7 +678,8 @@ static void frontend_changed(struct bb_vbd *v)
 	if (!s) {
 		fs = XenbusStateUnknown; /* the frontend's node is gone */
 	} else if (util_parse_u64(s, 0, XenbusStateReconfigured, &st) < 0) {
-		log_warn("%s: frontend state '%.16s' is not a XenbusState; ignored", v->name, s);
+		LOG_RATELIMITED(&v->rl, LOG_LVL_WARN,
+				"%s: frontend state '%.16s' is not a XenbusState; ignored", v->name, s);
 		free(s);
 		return;
 	} else {
@@ -695,7 +697,9 @@ static void frontend_changed(struct bb_vbd *v)
 	switch (fs) {
 	case XenbusStateInitialising:
 		if (v->be_state == XenbusStateClosed && v->vol) {
-			log_info("%s: frontend reinitialising; InitWait for a reconnect", v->name);
+			LOG_RATELIMITED(&v->rl, LOG_LVL_INFO,
+					"%s: frontend reinitialising; InitWait for a reconnect",
+					v->name);
 			bb_xenbus_switch(v, XenbusStateInitWait);
 		}
 		break;
