@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "blkback/pool.h"
+#include "common/log.h"
 #include "common/util.h"
 #include "tools/blkctl.h"
 
@@ -395,17 +396,38 @@ static int no_opt(int opt, const char *arg)
 	return 0;
 }
 
-/* Print "DOMAIN as VDEV, ..." of @vbds into @buf: who uses a volume, for a refusal. */
-static void fmt_users(json_object *vbds, char *buf, size_t len)
+/* Domain name of @domid from a stats answer's vbds, or NULL. */
+static const char *domain_name(json_object *stats_vbds, int64_t domid)
+{
+	for (size_t i = 0; i < vbds_len(stats_vbds); i++) {
+		json_object *e = json_object_array_get_idx(stats_vbds, i);
+
+		if (ans_int(e, "domid") == domid && ans_str(e, "domain")[0])
+			return ans_str(e, "domain");
+	}
+	return NULL;
+}
+
+/*
+ * "DOMAIN:VDEV,..." of the "attached" answer @vbds into @buf: who uses a volume. Domains are
+ * named from @stats_vbds where it knows them, else by id.
+ */
+static void fmt_users(json_object *vbds, json_object *stats_vbds, char *buf, size_t len)
 {
 	size_t off = 0;
 
-	buf[0] = '\0';
+	snprintf(buf, len, "-");
 	for (size_t i = 0; i < vbds_len(vbds) && off < len; i++) {
 		json_object *e = json_object_array_get_idx(vbds, i);
-		int n = snprintf(buf + off, len - off, "%sdomain %" PRId64 " as %s", i ? ", " : "",
-				 ans_int(e, "domid"), ans_str(e, "vdev"));
+		const char *dom = domain_name(stats_vbds, ans_int(e, "domid"));
+		int n;
 
+		if (dom)
+			n = snprintf(buf + off, len - off, "%s%s:%s", i ? "," : "", dom,
+				     ans_str(e, "vdev"));
+		else
+			n = snprintf(buf + off, len - off, "%s%" PRId64 ":%s", i ? "," : "",
+				     ans_int(e, "domid"), ans_str(e, "vdev"));
 		if (n < 0)
 			break;
 		off += (size_t)n;
@@ -431,6 +453,7 @@ static int cmd_delete(int argc, char **argv)
 	if (open_daemon(&d))
 		return 1;
 	if (d.fd >= 0) {
+		json_object *stats = NULL;
 		char users[256];
 
 		req = request("attached");
@@ -440,10 +463,17 @@ static int cmd_delete(int argc, char **argv)
 			return 1;
 		}
 		if (vbds_len(ans_vbds(ans)) > 0) {
-			fmt_users(ans_vbds(ans), users, sizeof(users));
+			/* Only to name the domains in the refusal: without it, ids do. */
+			req = request("stats");
+			if (blkctl_call(&d, req, &stats) < 0)
+				stats = NULL;
+			json_object_put(req);
+			fmt_users(ans_vbds(ans), stats ? ans_vbds(stats) : NULL, users,
+				  sizeof(users));
+			json_object_put(stats);
 			json_object_put(ans);
 			blkctl_daemon_close(&d);
-			return die("volume '%s' is attached to %s; detach it first", name, users);
+			return die("volume '%s' is attached (%s); detach it first", name, users);
 		}
 		json_object_put(ans);
 	}
@@ -468,18 +498,6 @@ static int json_opt(int opt, const char *arg)
 	(void)arg;
 	json_flag = 1;
 	return 0;
-}
-
-/* Domain name of @domid from a stats answer's vbds, or NULL. */
-static const char *domain_name(json_object *stats_vbds, int64_t domid)
-{
-	for (size_t i = 0; i < vbds_len(stats_vbds); i++) {
-		json_object *e = json_object_array_get_idx(stats_vbds, i);
-
-		if (ans_int(e, "domid") == domid && ans_str(e, "domain")[0])
-			return ans_str(e, "domain");
-	}
-	return NULL;
 }
 
 /*
@@ -868,9 +886,11 @@ static void print_stats_table(json_object *vbds)
 		for (size_t c = 0; c < ARRAY_SIZE(counters); c++)
 			printf(" %10" PRId64, ans_int(e, counters[c]));
 		for (size_t l = 0; l < ARRAY_SIZE(lats); l++) {
+			/* No request of that kind yet: no latency, rather than a made-up 0. */
+			int none = ans_int(e, l < 2 ? "rd_req" : "wr_req") == 0;
 			char buf[32];
 
-			printf(" %8s", fmt_lat(ans_double(e, lats[l]), buf, sizeof(buf)));
+			printf(" %8s", none ? "-" : fmt_lat(ans_double(e, lats[l]), buf, sizeof(buf)));
 		}
 		putchar('\n');
 	}
@@ -971,6 +991,7 @@ int main(int argc, char **argv)
 	const char *name;
 	int opt;
 
+	log_set_prog("blkctl"); /* the pool library's warnings say whose they are */
 	opterr = 0;
 	/* "+": stop at the command word, so the command's options are its own. */
 	while ((opt = getopt_long(argc, argv, "+p:h", opts, NULL)) != -1) {
