@@ -60,6 +60,9 @@ struct dedup_opts {
 	uint32_t group_max_blk;   /**< most blocks committed in one LMDB transaction (default 8192) */
 	uint32_t gc_dead_pct;     /**< background collector: compact full containers with at least
 				       this % dead blocks when idle (default 0 = only dedup_store_gc) */
+	uint32_t checkpoint_ms;   /**< an acknowledged write waits at most this long in the journal
+				       before a checkpoint commits it to the index, and 1/50 of it
+				       once writes pause (default 1000) */
 };
 
 /** Progress of a long operation (import, export, gc), in the operation's own units. */

@@ -143,6 +143,7 @@ struct dedup_store {
 	uint32_t ctr_slots;                /**< [const] ctr_bytes / 4 KiB */
 	uint32_t group_max_blk;            /**< [const] */
 	uint32_t gc_dead_pct;              /**< [const] */
+	uint64_t ckpt_age_ns;              /**< [const] checkpoint_ms */
 	int direct;                        /**< [const] container fds are O_DIRECT */
 	EVP_MD *sha256;                    /**< [const] fetched once */
 

@@ -331,6 +331,7 @@ int dedup_store_open(const char *dir, const struct dedup_opts *o, struct dedup_s
 		s->map_bytes = s->map_max_bytes;
 	s->group_max_blk = o->group_max_blk ? o->group_max_blk : DEFAULT_GROUP_MAX;
 	s->gc_dead_pct = o->gc_dead_pct;
+	s->ckpt_age_ns = (uint64_t)(o->checkpoint_ms ? o->checkpoint_ms : 1000) * 1000000ull;
 	s->direct = o->direct;
 
 	if (o->create) {

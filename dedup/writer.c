@@ -13,7 +13,7 @@
  *   5. completes every request to its context's queue.
  *
  * A checkpoint commits the open transaction: after 16384 blocks, when writes pause for 20 ms,
- * after a second, before any other transaction (volume operations, reclaim, the collector,
+ * after a second (checkpoint_ms and 1/50 of it), before any other transaction (volume operations, reclaim, the collector,
  * fsck) and at close. It fdatasyncs the containers first (data durable before the index that
  * points at it), commits and syncs the index, and only then empties the journal and the overlay.
  * LMDB commits are therefore one per thousands of blocks when the load is high, and never one
@@ -37,8 +37,6 @@
 #include <unistd.h>
 
 #define CKPT_MAX_BLK 16384          /* blocks applied before a checkpoint */
-#define CKPT_IDLE_NS 20000000ull    /* writes paused this long: checkpoint */
-#define CKPT_MAX_AGE_NS 1000000000ull
 #define CKPT_MAX_TOMB 64            /* discarded ranges in the overlay */
 #define TIGHT_BLK 1024              /* below this much room the map is "tight" */
 #define RQ_SLICE 4096               /* reclaim items per background transaction */
@@ -829,11 +827,11 @@ static void *writer_main(void *arg)
 		if (ws->txn_open && !ws->broken) {
 			/* checkpoint once writes pause, or when the transaction gets old */
 			uint64_t now = util_now_ns();
-			uint64_t due = ws->last_group_ns + CKPT_IDLE_NS;
+			uint64_t due = ws->last_group_ns + s->ckpt_age_ns / 50;
 			struct timespec ts;
 
-			if (due > ws->txn_open_ns + CKPT_MAX_AGE_NS)
-				due = ws->txn_open_ns + CKPT_MAX_AGE_NS;
+			if (due > ws->txn_open_ns + s->ckpt_age_ns)
+				due = ws->txn_open_ns + s->ckpt_age_ns;
 			if (now >= due) {
 				pthread_mutex_unlock(&s->wq_lock);
 				if (writer_checkpoint(s))
