@@ -31,7 +31,7 @@
 #include "common/log.h"
 
 /** Metadata is a handful of fields; anything bigger is not ours. */
-#define POOL_META_MAX 4096
+#define POOL_META_MAX  4096
 #define POOL_STORE_RAW "raw"
 
 int pool_vol_name_ok(const char *name)

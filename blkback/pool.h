@@ -21,7 +21,7 @@
 struct pool_vol {
 	char name[POOL_VOL_NAME_MAX + 1];
 	uint64_t size_bytes; /**< the volume's size as recorded */
-	char store[16];      /**< "raw" (later "dedup") */
+	char store[16];	     /**< "raw" (later "dedup") */
 	int64_t created;     /**< unix time */
 };
 
@@ -44,7 +44,8 @@ int pool_vol_create(const char *pool, const char *name, uint64_t size_bytes);
  */
 int pool_vol_delete(const char *pool, const char *name);
 
-/** Read a volume's metadata. Returns 0, -ENOENT, -EINVAL (bad name or corrupt metadata) or -errno. */
+/** Read a volume's metadata. Returns 0, -ENOENT, -EINVAL (bad name or corrupt metadata) or -errno.
+ */
 int pool_vol_get(const char *pool, const char *name, struct pool_vol *out);
 
 /**

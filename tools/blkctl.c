@@ -89,8 +89,8 @@ static int parse_opts(int argc, char **argv, const struct option *longopts,
 
 	for (; longopts && longopts[n].name; n++)
 		all[n] = longopts[n];
-	all[n++] = (struct option){ "help", no_argument, NULL, 'h' };
-	all[n] = (struct option){ NULL, 0, NULL, 0 };
+	all[n++] = (struct option){"help", no_argument, NULL, 'h'};
+	all[n] = (struct option){NULL, 0, NULL, 0};
 
 	optind = 0; /* 0: glibc re-initialises getopt for the subcommand */
 	opterr = 0; /* our own one-line messages */
@@ -193,8 +193,7 @@ static int pool_failed(const char *what, const char *name, int rc)
 		return die("cannot %s volume '%s': larger than the file system of pool %s allows",
 			   what, name, pool);
 	default:
-		return die("cannot %s volume '%s' in pool %s: %s", what, name, pool,
-			   strerror(-rc));
+		return die("cannot %s volume '%s' in pool %s: %s", what, name, pool, strerror(-rc));
 	}
 }
 
@@ -357,8 +356,8 @@ static int create_opt(int opt, const char *arg)
 static int cmd_create(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "size", required_argument, NULL, 's' },
-		{ NULL, 0, NULL, 0 },
+	    {"size", required_argument, NULL, 's'},
+	    {NULL, 0, NULL, 0},
 	};
 	char sz[32];
 	const char *name;
@@ -554,17 +553,17 @@ static void print_list_json(const struct pool_vol *vols, unsigned n, json_object
 		json_object *o = json_object_new_object();
 
 		json_object_object_add(o, "name", json_object_new_string(vols[i].name));
-		json_object_object_add(o, "size", json_object_new_int64((int64_t)vols[i].size_bytes));
+		json_object_object_add(o, "size",
+				       json_object_new_int64((int64_t)vols[i].size_bytes));
 		json_object_object_add(o, "store", json_object_new_string(vols[i].store));
 		json_object_object_add(o, "created", json_object_new_int64(vols[i].created));
 		if (users)
 			json_object_object_add(
-				o, "attached", json_object_get(json_object_array_get_idx(users, i)));
+			    o, "attached", json_object_get(json_object_array_get_idx(users, i)));
 		json_object_array_add(arr, o);
 	}
-	puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY |
-							 JSON_C_TO_STRING_SPACED |
-							 JSON_C_TO_STRING_NOSLASHESCAPE));
+	puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+						     JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(arr);
 }
 
@@ -608,8 +607,8 @@ static void print_list_table(const struct pool_vol *vols, unsigned n, json_objec
 static int cmd_list(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
+	    {"json", no_argument, NULL, 'j'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct pool_vol *vols = NULL;
 	json_object *users = NULL;
@@ -670,8 +669,8 @@ static int ro_opt(int opt, const char *arg)
 static int cmd_attach(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "ro", no_argument, NULL, 'r' },
-		{ NULL, 0, NULL, 0 },
+	    {"ro", no_argument, NULL, 'r'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *name, *dom, *vdev;
 	struct blkctl_daemon d;
@@ -777,7 +776,8 @@ static int resize_offline(const char *name, uint64_t size)
 		return die("volume '%s' is not a regular file; resize it with blkbackd running",
 			   name);
 	}
-	/* Data file first: metadata bigger than the file would promise sectors that are not there. */
+	/* Data file first: metadata bigger than the file would promise sectors that are not there.
+	 */
 	if (ftruncate(fd, (off_t)size) < 0 || fsync(fd) < 0) {
 		rc = errno == EFBIG || errno == EINVAL ? -EFBIG : -errno;
 		close(fd);
@@ -793,8 +793,8 @@ static int resize_offline(const char *name, uint64_t size)
 static int cmd_resize(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "shrink", no_argument, NULL, 's' },
-		{ NULL, 0, NULL, 0 },
+	    {"shrink", no_argument, NULL, 's'},
+	    {NULL, 0, NULL, 0},
 	};
 	char old_s[32], new_s[32];
 	struct blkctl_daemon d;
@@ -817,9 +817,10 @@ static int cmd_resize(int argc, char **argv)
 	util_fmt_size(v.size_bytes, old_s, sizeof(old_s));
 	util_fmt_size(size, new_s, sizeof(new_s));
 	if (size < v.size_bytes && !shrink_flag)
-		return die("%s is smaller than volume '%s' (%s): refusing to shrink without --shrink "
-			   "(data past the new end is lost)",
-			   argv[optind + 1], name, old_s);
+		return die(
+		    "%s is smaller than volume '%s' (%s): refusing to shrink without --shrink "
+		    "(data past the new end is lost)",
+		    argv[optind + 1], name, old_s);
 	if (open_daemon(&d))
 		return 1;
 	if (d.fd >= 0) {
@@ -849,6 +850,9 @@ static int cmd_resize(int argc, char **argv)
  * ---- stats ----
  */
 
+static const char *const lat_keys[] = {"rd_lat_p50_us", "rd_lat_p99_us", "wr_lat_p50_us",
+				       "wr_lat_p99_us"};
+
 /* A latency in microseconds, short: "87us", "1.2ms", "3.40s". */
 static char *fmt_lat(double us, char *buf, size_t len)
 {
@@ -863,10 +867,8 @@ static char *fmt_lat(double us, char *buf, size_t len)
 
 static void print_stats_table(json_object *vbds)
 {
-	static const char *const counters[] = { "rd_req",  "wr_req", "f_req",  "ds_req",  "oo_req",
-						"rd_sect", "wr_sect", "errors", "inflight" };
-	static const char *const lats[] = { "rd_lat_p50_us", "rd_lat_p99_us", "wr_lat_p50_us",
-					    "wr_lat_p99_us" };
+	static const char *const counters[] = {"rd_req",  "wr_req",  "f_req",  "ds_req",  "oo_req",
+					       "rd_sect", "wr_sect", "errors", "inflight"};
 
 	printf("%-16s %-6s %-16s %-12s", "DOMAIN", "VDEV", "VOL", "STATE");
 	for (size_t i = 0; i < ARRAY_SIZE(counters); i++)
@@ -885,12 +887,13 @@ static void print_stats_table(json_object *vbds)
 		printf("%-16s %-6s %-16s %-12s", dom, ans_str(e, "vdev"), vol, ans_str(e, "state"));
 		for (size_t c = 0; c < ARRAY_SIZE(counters); c++)
 			printf(" %10" PRId64, ans_int(e, counters[c]));
-		for (size_t l = 0; l < ARRAY_SIZE(lats); l++) {
+		for (size_t l = 0; l < ARRAY_SIZE(lat_keys); l++) {
 			/* No request of that kind yet: no latency, rather than a made-up 0. */
 			int none = ans_int(e, l < 2 ? "rd_req" : "wr_req") == 0;
 			char buf[32];
 
-			printf(" %8s", none ? "-" : fmt_lat(ans_double(e, lats[l]), buf, sizeof(buf)));
+			printf(" %8s",
+			       none ? "-" : fmt_lat(ans_double(e, lat_keys[l]), buf, sizeof(buf)));
 		}
 		putchar('\n');
 	}
@@ -899,8 +902,8 @@ static void print_stats_table(json_object *vbds)
 static int cmd_stats(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
+	    {"json", no_argument, NULL, 'j'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct blkctl_daemon d;
 	json_object *req, *ans, *vbds;
@@ -928,12 +931,29 @@ static int cmd_stats(int argc, char **argv)
 		return 1;
 	vbds = ans_vbds(ans);
 	if (json_flag) {
+		/*
+		 * Latencies are measured in ns and given in us: three decimals say all there is,
+		 * where json-c's round trip of a double would print seventeen digits.
+		 */
+		json_c_set_serialization_double_format("%.3f", JSON_C_OPTION_GLOBAL);
+		for (size_t i = 0; i < vbds_len(vbds); i++) {
+			json_object *e = json_object_array_get_idx(vbds, i);
+
+			for (size_t l = 0; l < ARRAY_SIZE(lat_keys); l++) {
+				json_object *f;
+
+				if (json_object_object_get_ex(e, lat_keys[l], &f) &&
+				    json_object_is_type(f, json_type_double))
+					json_object_object_add(
+					    e, lat_keys[l],
+					    json_object_new_double(json_object_get_double(f)));
+			}
+		}
 		json_object *empty = vbds ? NULL : json_object_new_array();
 
-		puts(json_object_to_json_string_ext(vbds ? vbds : empty,
-						    JSON_C_TO_STRING_PRETTY |
-							    JSON_C_TO_STRING_SPACED |
-							    JSON_C_TO_STRING_NOSLASHESCAPE));
+		puts(json_object_to_json_string_ext(
+		    vbds ? vbds : empty, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+					     JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(empty);
 	} else {
 		print_stats_table(vbds);
@@ -943,29 +963,29 @@ static int cmd_stats(int argc, char **argv)
 }
 
 static const struct cmd cmds[] = {
-	{ "create", cmd_create, "VOL --size SIZE",
-	  "Create a volume: a sparse file of SIZE in POOLDIR/vols (the pool is made if missing).\n" },
-	{ "delete", cmd_delete, "VOL",
-	  "Delete a volume and its data. Refused while blkbackd has it attached to a domain.\n" },
-	{ "list", cmd_list, "[--json]",
-	  "List the volumes: name, size, store and, when blkbackd runs, the domains and virtual\n"
-	  "disks they are attached as.\n" },
-	{ "attach", cmd_attach, "VOL DOMAIN VDEV [--ro]",
-	  "Attach a volume to a domain (name or id) as virtual disk VDEV (xvda, xvdb, ...): blkbackd\n"
-	  "writes the frontend and backend nodes as a Xen toolstack does and serves the disk once\n"
-	  "the guest connects. --ro attaches it read-only. Needs blkbackd running.\n" },
-	{ "detach", cmd_detach, "DOMAIN VDEV",
-	  "Detach a virtual disk: the guest is asked to close it, I/O in flight completes, then\n"
-	  "the nodes are removed. Needs blkbackd running.\n" },
-	{ "resize", cmd_resize, "VOL SIZE [--shrink]",
-	  "Set a volume's size. With blkbackd running it is online: every guest using the volume\n"
-	  "sees the new capacity without reattaching. Without it the file and metadata change\n"
-	  "offline. Shrinking loses the data past the new end and needs --shrink.\n" },
-	{ "stats", cmd_stats, "[DOMAIN VDEV] [--json]",
-	  "Per virtual disk: the counters of Linux blkback (rd_req wr_req f_req ds_req oo_req\n"
-	  "rd_sect wr_sect), errors, requests in flight, read and write latency p50/p99.\n"
-	  "--json prints the daemon's array of vbds. Needs blkbackd running.\n" },
-	{ NULL, NULL, NULL, NULL },
+    {"create", cmd_create, "VOL --size SIZE",
+     "Create a volume: a sparse file of SIZE in POOLDIR/vols (the pool is made if missing).\n"},
+    {"delete", cmd_delete, "VOL",
+     "Delete a volume and its data. Refused while blkbackd has it attached to a domain.\n"},
+    {"list", cmd_list, "[--json]",
+     "List the volumes: name, size, store and, when blkbackd runs, the domains and virtual\n"
+     "disks they are attached as.\n"},
+    {"attach", cmd_attach, "VOL DOMAIN VDEV [--ro]",
+     "Attach a volume to a domain (name or id) as virtual disk VDEV (xvda, xvdb, ...): blkbackd\n"
+     "writes the frontend and backend nodes as a Xen toolstack does and serves the disk once\n"
+     "the guest connects. --ro attaches it read-only. Needs blkbackd running.\n"},
+    {"detach", cmd_detach, "DOMAIN VDEV",
+     "Detach a virtual disk: the guest is asked to close it, I/O in flight completes, then\n"
+     "the nodes are removed. Needs blkbackd running.\n"},
+    {"resize", cmd_resize, "VOL SIZE [--shrink]",
+     "Set a volume's size. With blkbackd running it is online: every guest using the volume\n"
+     "sees the new capacity without reattaching. Without it the file and metadata change\n"
+     "offline. Shrinking loses the data past the new end and needs --shrink.\n"},
+    {"stats", cmd_stats, "[DOMAIN VDEV] [--json]",
+     "Per virtual disk: the counters of Linux blkback (rd_req wr_req f_req ds_req oo_req\n"
+     "rd_sect wr_sect), errors, requests in flight, read and write latency p50/p99.\n"
+     "--json prints the daemon's array of vbds. Needs blkbackd running.\n"},
+    {NULL, NULL, NULL, NULL},
 };
 
 static void usage(FILE *f)
@@ -984,9 +1004,9 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "pool", required_argument, NULL, 'p' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"pool", required_argument, NULL, 'p'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *name;
 	int opt;
@@ -1025,7 +1045,8 @@ int main(int argc, char **argv)
 		if (!pool || !pool[0])
 			pool = getenv("BLKCTL_POOL");
 		if (!pool || !pool[0])
-			return usage_err(NULL, "no pool given: use --pool POOLDIR or set BLKCTL_POOL");
+			return usage_err(NULL,
+					 "no pool given: use --pool POOLDIR or set BLKCTL_POOL");
 		return c->run(argc - optind, argv + optind);
 	}
 	return usage_err(NULL, "unknown command '%s'", name);

@@ -16,7 +16,7 @@
 
 /** A pool as blkctl sees it: either a connection to its daemon or the daemon's lock. */
 struct blkctl_daemon {
-	int fd;      /**< connected control socket, or -1 when blkbackd is not running */
+	int fd;	     /**< connected control socket, or -1 when blkbackd is not running */
 	int lock_fd; /**< POOL/blkbackd.lock held by us while blkbackd is not running, or -1 */
 	char *in;    /**< bytes received and not yet consumed */
 	size_t in_len, in_cap;

@@ -27,7 +27,7 @@
 
 static int connect_ctl(const char *pool, int *out)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int fd, rc;
 
 	rc = pool_ctl_path(pool, sa.sun_path, sizeof(sa.sun_path));
@@ -134,9 +134,9 @@ static ssize_t recv_line(struct blkctl_daemon *d, uint64_t deadline_ns)
 	size_t scanned = 0;
 
 	for (;;) {
-		char *nl = d->in_len > scanned ? memchr(d->in + scanned, '\n', d->in_len - scanned)
-					       : NULL;
-		struct pollfd pfd = { .fd = d->fd, .events = POLLIN };
+		char *nl =
+		    d->in_len > scanned ? memchr(d->in + scanned, '\n', d->in_len - scanned) : NULL;
+		struct pollfd pfd = {.fd = d->fd, .events = POLLIN};
 		int64_t left;
 		ssize_t n;
 		int prc;
@@ -205,7 +205,8 @@ int blkctl_call(struct blkctl_daemon *d, json_object *req, json_object **ans)
 	memmove(d->in, d->in + len + 1, d->in_len - (size_t)len - 1);
 	d->in_len -= (size_t)len + 1;
 	if (!o || !json_object_is_type(o, json_type_object) ||
-	    !json_object_object_get_ex(o, "ok", &ok) || !json_object_is_type(ok, json_type_boolean)) {
+	    !json_object_object_get_ex(o, "ok", &ok) ||
+	    !json_object_is_type(ok, json_type_boolean)) {
 		json_object_put(o);
 		return -EPROTO;
 	}

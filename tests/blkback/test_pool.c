@@ -244,23 +244,23 @@ static void test_set_size(void)
 static void test_corrupt_metadata(void)
 {
 	static const char *const bad[] = {
-		"",
-		"not json",
-		"[1,2]",
-		"{\"name\":\"c\",\"size\":4096,\"store\":\"raw\"",
-		"{\"size\":4096,\"store\":\"raw\"}",
-		"{\"name\":\"other\",\"size\":4096,\"store\":\"raw\"}",
-		"{\"name\":\"c\",\"store\":\"raw\"}",
-		"{\"name\":\"c\",\"size\":\"4096\",\"store\":\"raw\"}",
-		"{\"name\":\"c\",\"size\":-4096,\"store\":\"raw\"}",
-		"{\"name\":\"c\",\"size\":0,\"store\":\"raw\"}",
-		"{\"name\":\"c\",\"size\":4000,\"store\":\"raw\"}",
-		"{\"name\":\"c\",\"size\":4096.5,\"store\":\"raw\"}",
-		"{\"name\":\"c\",\"size\":18446744073709551104,\"store\":\"raw\"}",
-		"{\"name\":\"c\",\"size\":4096}",
-		"{\"name\":\"c\",\"size\":4096,\"store\":\"\"}",
-		"{\"name\":\"c\",\"size\":4096,\"store\":\"a-store-name-too-long\"}",
-		"{\"name\":\"c\",\"size\":4096,\"store\":\"raw\",\"created\":\"yesterday\"}",
+	    "",
+	    "not json",
+	    "[1,2]",
+	    "{\"name\":\"c\",\"size\":4096,\"store\":\"raw\"",
+	    "{\"size\":4096,\"store\":\"raw\"}",
+	    "{\"name\":\"other\",\"size\":4096,\"store\":\"raw\"}",
+	    "{\"name\":\"c\",\"store\":\"raw\"}",
+	    "{\"name\":\"c\",\"size\":\"4096\",\"store\":\"raw\"}",
+	    "{\"name\":\"c\",\"size\":-4096,\"store\":\"raw\"}",
+	    "{\"name\":\"c\",\"size\":0,\"store\":\"raw\"}",
+	    "{\"name\":\"c\",\"size\":4000,\"store\":\"raw\"}",
+	    "{\"name\":\"c\",\"size\":4096.5,\"store\":\"raw\"}",
+	    "{\"name\":\"c\",\"size\":18446744073709551104,\"store\":\"raw\"}",
+	    "{\"name\":\"c\",\"size\":4096}",
+	    "{\"name\":\"c\",\"size\":4096,\"store\":\"\"}",
+	    "{\"name\":\"c\",\"size\":4096,\"store\":\"a-store-name-too-long\"}",
+	    "{\"name\":\"c\",\"size\":4096,\"store\":\"raw\",\"created\":\"yesterday\"}",
 	};
 	const char *pool = new_pool("corrupt");
 	char meta[PATH_MAX], big[8192];
@@ -401,18 +401,18 @@ static void test_concurrent_writers(void)
 }
 
 static CU_TestInfo tests[] = {
-	{ "name_ok", test_name_ok },
-	{ "paths", test_paths },
-	{ "init", test_init },
-	{ "create_get", test_create_get },
-	{ "create_bad", test_create_bad },
-	{ "delete", test_delete },
-	{ "orphan_data_file", test_orphan_data_file },
-	{ "set_size", test_set_size },
-	{ "corrupt_metadata", test_corrupt_metadata },
-	{ "list", test_list },
-	{ "concurrent_writers", test_concurrent_writers },
-	CU_TEST_INFO_NULL,
+    {"name_ok", test_name_ok},
+    {"paths", test_paths},
+    {"init", test_init},
+    {"create_get", test_create_get},
+    {"create_bad", test_create_bad},
+    {"delete", test_delete},
+    {"orphan_data_file", test_orphan_data_file},
+    {"set_size", test_set_size},
+    {"corrupt_metadata", test_corrupt_metadata},
+    {"list", test_list},
+    {"concurrent_writers", test_concurrent_writers},
+    CU_TEST_INFO_NULL,
 };
 
 TEST_SUITE("pool", NULL, NULL, tests)
