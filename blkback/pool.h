@@ -44,7 +44,9 @@ int pool_vol_create(const char *pool, const char *name, uint64_t size_bytes);
  */
 int pool_vol_delete(const char *pool, const char *name);
 
-/** Read a volume's metadata. Returns 0, -ENOENT, -EINVAL (bad name or corrupt metadata) or -errno.
+/**
+ * Read a volume's metadata into @out. Returns 0, -ENOENT, -EINVAL (bad name or corrupt metadata)
+ * or -errno.
  */
 int pool_vol_get(const char *pool, const char *name, struct pool_vol *out);
 
