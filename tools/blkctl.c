@@ -73,13 +73,15 @@ static void cmd_usage(const struct cmd *c, FILE *f)
 	fprintf(f, "usage: blkctl [--pool POOLDIR] %s %s\n%s", c->name, c->args, c->help);
 }
 
-/*
- * Parse a subcommand's options. @longopts ends with a NULL entry; every option is a flag
- * (no_argument) except those given with required_argument. Returns 0 with optind at the first
- * positional argument, or the exit status to return (help printed: 0; a bad option: 2).
- */
+/** The command being run: its name and help go into parse_opts' messages. */
 static const struct cmd *cur_cmd;
 
+/*
+ * Parse a subcommand's options (at most 6, ending with a NULL entry; --help is added) with
+ * getopt_long, which lets options and arguments mix. @set is called for each option found and
+ * returns non-zero to reject it. Returns 0 with optind at the first positional argument, -1
+ * after printing the command's help, or 2 after a one-line usage error.
+ */
 static int parse_opts(int argc, char **argv, const struct option *longopts,
 		      int (*set)(int opt, const char *arg))
 {
@@ -99,7 +101,7 @@ static int parse_opts(int argc, char **argv, const struct option *longopts,
 			cmd_usage(cur_cmd, stdout);
 			return -1;
 		}
-		if (opt == '?' || opt == ':') {
+		if (opt == '?') {
 			const char *bad = argv[optind - 1];
 
 			if (optopt && optopt != '?') {
