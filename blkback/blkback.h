@@ -25,10 +25,15 @@ struct blkback_opts {
 	enum target_engine engine;   /**< io_uring (default) or libaio */
 	unsigned max_ring_page_order; /**< advertised max-ring-page-order, 0..4 */
 	unsigned max_queues;         /**< advertised multi-queue-max-queues; 0 = online CPUs */
+	unsigned max_indirect_segs;  /**< advertised feature-max-indirect-segments, 0 or 12..256 */
+	int persistent;              /**< advertise feature-persistent */
 	int no_direct;               /**< open volumes without O_DIRECT */
 };
 
-/** Fill @o with the defaults (engine io_uring, ring order 4, queues = CPUs). */
+/**
+ * Fill @o with the defaults: engine io_uring, ring order 4, queues = CPUs, indirect descriptors
+ * of up to 256 segments, persistent grants offered.
+ */
 void blkback_opts_default(struct blkback_opts *o);
 
 /**

@@ -58,6 +58,12 @@ struct bb_ctl_conn;
 #define BB_MAX_RING_PAGES (1u << BB_MAX_RING_PAGE_ORDER)
 #define BB_MAX_QUEUES 32                  /**< cap on multi-queue-max-queues */
 #define BB_DIRECT_SEGS BLKIF_MAX_SEGMENTS_PER_REQUEST
+#define BB_MAX_SEGS 256                   /**< most indirect segments offered (Linux's value) */
+/** Segments one indirect page holds (4096 / 8 = 512). */
+#define BB_SEGS_PER_INDIRECT_PAGE (HV_PAGE_SIZE / sizeof(struct blkif_request_segment))
+#define BB_MAX_INDIRECT_PAGES ((BB_MAX_SEGS + BB_SEGS_PER_INDIRECT_PAGE - 1) / BB_SEGS_PER_INDIRECT_PAGE)
+#define BB_MAX_PGNT 2048u                 /**< persistent grants kept per ring (LRU beyond) */
+#define BB_PGNT_UNUSED_NS (60ull * 1000000000) /**< unmapped after this long unused (Linux: 60 s) */
 #define BB_CLOSE_TIMEOUT_MS 5000          /**< how long a detach/shutdown waits for a frontend */
 
 #ifndef container_of
@@ -86,6 +92,7 @@ struct bb_limits {
 	unsigned ro : 1;          /**< read-only attach: no WRITE, no DISCARD, no data on FLUSH */
 	unsigned discard : 1;     /**< feature-discard advertised */
 	unsigned barrier : 1;     /**< feature-barrier advertised */
+	uint32_t max_indirect_segs; /**< feature-max-indirect-segments advertised (0: none) */
 };
 
 /** One data segment of a validated request. */
@@ -100,10 +107,13 @@ struct bb_parsed {
 	uint64_t id;          /**< echoed in the response */
 	uint8_t op;           /**< BLKIF_OP_*, echoed in the response */
 	uint8_t discard_flag; /**< BLKIF_DISCARD_SECURE or 0 (ignored: discard-secure is not offered) */
+	uint8_t indirect;     /**< INDIRECT: seg[] still to be read from the indirect pages */
+	uint8_t nr_indirect;  /**< indirect pages in indirect_grefs[] */
 	uint64_t sector;      /**< first sector (512-byte units) */
 	uint64_t nr_sect;     /**< sectors covered by the segments, or the discard length */
 	uint32_t nr_segs;     /**< segments used in seg[] */
-	struct bb_seg seg[BB_DIRECT_SEGS];
+	grant_ref_t indirect_grefs[BB_MAX_INDIRECT_PAGES];
+	struct bb_seg seg[BB_MAX_SEGS];
 };
 
 /** A private copy of one ring slot, readable in each request layout of blkif.h. */
@@ -123,12 +133,22 @@ void bb_req_copy(const blkif_back_ring_t *br, RING_IDX idx, union bb_req_slot *o
 /**
  * Validate @slot, a private copy of a ring slot (never the shared slot itself), against @lim
  * and fill @out. Always sets out->id and out->op, so even a refusal can be answered.
+ * An INDIRECT request is answered with the operation it carries (out->op is its indirect_op)
+ * and comes back with out->indirect set: its segments are validated by bb_req_parse_segs().
  * Returns 0, -EOPNOTSUPP (unknown or unadvertised opcode: answer BLKIF_RSP_EOPNOTSUPP) or
  * -EINVAL (malformed), -ERANGE (past the end of the disk), -EROFS (write to a read-only
  * attach): answer BLKIF_RSP_ERROR. *why gets a static phrase for the log line.
  */
 int bb_req_parse(const union bb_req_slot *slot, const struct bb_limits *lim,
 		 struct bb_parsed *out, const char **why);
+
+/**
+ * Second stage of an INDIRECT request (bb_req_parse() left out->indirect set): validate the
+ * out->nr_segs segments @segs, a private copy taken once from the mapped indirect pages, as
+ * direct segments are, then the whole extent. Returns 0, -EINVAL, -EROFS or -ERANGE.
+ */
+int bb_req_parse_segs(const struct blkif_request_segment *segs, const struct bb_limits *lim,
+		      struct bb_parsed *out, const char **why);
 
 /** The blkif status for a bb_req_parse() or I/O result: OKAY, ERROR or EOPNOTSUPP. */
 int16_t bb_req_status(int rc);
@@ -189,6 +209,16 @@ struct bb_ring_ops {
 	void (*notify)(struct bb_ring *r);
 };
 
+/** A grant kept mapped across requests (persistent grants), in the ring's cache. */
+struct bb_pgnt {
+	grant_ref_t ref;
+	uint32_t users;          /**< requests in flight using it; 0: on the LRU list */
+	void *addr;
+	uint64_t last_ns;        /**< when the last user completed */
+	struct bb_pgnt *hnext;   /**< hash chain */
+	struct bb_pgnt *prev, *next; /**< LRU list while unused; next also links the free list */
+};
+
 /** A multi-step request's steps (FLUSH with data, WRITE_BARRIER). */
 #define BB_REQ_MAX_STEPS 3
 
@@ -205,8 +235,9 @@ struct bb_req {
 	uint8_t steps[BB_REQ_MAX_STEPS]; /**< enum target_op per step */
 	unsigned prot;         /**< HV_PROT_* the data pages were mapped with */
 	uint32_t nr_segs;      /**< mapped pages (0 for a plain FLUSH or DISCARD) */
-	grant_ref_t *grefs;    /**< the ring's arena: BB_DIRECT_SEGS per request */
+	grant_ref_t *grefs;    /**< the ring's arenas: max_segs entries per request */
 	void **pages;
+	struct bb_pgnt **pgnts; /**< per page: its kept mapping, or NULL (this request's own) */
 	struct iovec *iov;
 	struct target_io tio;
 };
@@ -235,13 +266,27 @@ struct bb_ring {
 	struct target_queue *tq;
 
 	/* Request pool (sized to the ring at connect; nothing allocated afterwards). */
+	uint32_t max_segs;         /**< segments per request: 11, or the indirect maximum offered */
 	struct bb_req *reqs;
 	uint32_t nr_reqs;
 	struct bb_req *free;
 	grant_ref_t *gref_arena;
 	void **page_arena;
+	struct bb_pgnt **pgnt_arena;
 	int *status_arena;
 	struct iovec *iov_arena;
+	uint64_t now_ns;           /**< the current pass's start */
+
+	/* Persistent grants (feature-persistent negotiated): the cache, see ring.c. */
+	int persistent;
+	uint32_t pg_max;           /**< entries kept at most (0 at init: BB_MAX_PGNT) */
+	struct bb_pgnt *pg_pool;
+	struct bb_pgnt **pg_hash;
+	uint32_t pg_mask;
+	struct bb_pgnt *pg_free;
+	uint32_t pg_count;         /**< entries holding a mapping */
+	struct bb_pgnt *lru_head, *lru_tail;
+	uint64_t pg_next_purge_ns;
 	struct bb_req *defer_head; /**< consumed, waiting for the target queue (FIFO) */
 	struct bb_req **defer_tail;
 	struct bb_req *barrier;    /**< a WRITE_BARRIER waiting for the ring to drain */
@@ -264,12 +309,14 @@ struct bb_ring {
 
 /**
  * Set up @r's request path over a ring already mapped at r->sring (r->nr_pages pages), with
- * r->target, r->ops, r->vbd, r->name and r->domid filled in: attaches the back ring (the shared
- * page is not reset), allocates the request pool sized to the ring. Returns 0 or -ENOMEM.
+ * r->target, r->ops, r->vbd, r->name, r->domid, r->max_segs (11, or up to BB_MAX_SEGS to serve
+ * INDIRECT) and r->persistent (and optionally r->pg_max) filled in: attaches the back ring (the
+ * shared page is not reset), allocates the request pool sized to the ring and the persistent
+ * grant cache. Returns 0, -EPROTO (the ring claims more requests than it holds) or -ENOMEM.
  */
 int bb_ring_init(struct bb_ring *r);
 
-/** Free the request pool (the ring must be idle: no thread, nothing in flight). */
+/** Unmap kept grants, free the request pool (the ring must be idle: nothing in flight). */
 void bb_ring_fini(struct bb_ring *r);
 
 /**
@@ -323,6 +370,7 @@ struct bb_vbd {
 	uint32_t physical_block;
 	unsigned feat_discard : 1;
 	unsigned feat_barrier : 1;
+	unsigned persistent : 1;  /**< both ends want persistent grants (this connection) */
 	uint32_t discard_granularity;
 
 	enum xenbus_state be_state; /**< what we last wrote */

@@ -33,6 +33,9 @@ static void usage(FILE *f)
 		"  --engine io_uring|libaio asynchronous I/O engine (default io_uring)\n"
 		"  --max-ring-page-order N  largest ring a frontend may use, 0..4 (default 4)\n"
 		"  --max-queues N           rings per disk a frontend may use (default: CPUs)\n"
+		"  --max-indirect-segments N  segments of an indirect request, 0 (off) or 12..256\n"
+		"                           (default 256)\n"
+		"  --no-persistent          do not offer persistent grants\n"
 		"  --no-direct              do not open volumes with O_DIRECT\n"
 		"  --log-level LEVEL        err, warn, info (default) or debug\n");
 }
@@ -47,6 +50,8 @@ int main(int argc, char **argv)
 		{ "max-ring-page-order", required_argument, NULL, 'o' },
 		{ "max-queues", required_argument, NULL, 'q' },
 		{ "no-direct", no_argument, NULL, 'n' },
+		{ "max-indirect-segments", required_argument, NULL, 'i' },
+		{ "no-persistent", no_argument, NULL, 'P' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -96,6 +101,17 @@ int main(int argc, char **argv)
 			break;
 		case 'n':
 			o.no_direct = 1;
+			break;
+		case 'i':
+			if (util_parse_u64(optarg, 0, 256, &v) < 0 || (v > 0 && v < 12)) {
+				fprintf(stderr,
+					"blkbackd: --max-indirect-segments must be 0 or 12..256\n");
+				return 2;
+			}
+			o.max_indirect_segs = (unsigned)v;
+			break;
+		case 'P':
+			o.persistent = 0;
 			break;
 		case 'l':
 			if (log_set_level(optarg) < 0) {

@@ -26,6 +26,8 @@ void blkback_opts_default(struct blkback_opts *o)
 	o->engine = TARGET_ENGINE_IO_URING;
 	o->max_ring_page_order = BB_MAX_RING_PAGE_ORDER;
 	o->max_queues = 0;
+	o->max_indirect_segs = BB_MAX_SEGS;
+	o->persistent = 1;
 }
 
 /* Take POOL/blkbackd.lock: one daemon per pool. */
@@ -70,6 +72,12 @@ int blkback_new(struct blkback **out, const struct blkback_opts *o)
 	if (o->max_ring_page_order > BB_MAX_RING_PAGE_ORDER) {
 		log_err("max ring page order %u is above %u", o->max_ring_page_order,
 			BB_MAX_RING_PAGE_ORDER);
+		return -EINVAL;
+	}
+	if (o->max_indirect_segs &&
+	    (o->max_indirect_segs <= BB_DIRECT_SEGS || o->max_indirect_segs > BB_MAX_SEGS)) {
+		log_err("max indirect segments must be 0 (none) or %u..%u, not %u",
+			BB_DIRECT_SEGS + 1, BB_MAX_SEGS, o->max_indirect_segs);
 		return -EINVAL;
 	}
 	bb = calloc(1, sizeof(*bb));
@@ -140,9 +148,11 @@ int blkback_run(struct blkback *bb, volatile sig_atomic_t *stop)
 		log_err("cannot watch the backend directory: %s", strerror(-rc));
 		return rc;
 	}
-	log_info("serving pool %s (control socket %s), max ring order %u, up to %u queue%s",
+	log_info("serving pool %s (control socket %s): ring order up to %u, up to %u queue%s, "
+		 "%u indirect segments, persistent grants %s",
 		 bb->opts.pool, bb->ctl_path, bb->opts.max_ring_page_order, bb->max_queues,
-		 bb->max_queues > 1 ? "s" : "");
+		 bb->max_queues > 1 ? "s" : "", bb->opts.max_indirect_segs,
+		 bb->opts.persistent ? "offered" : "off");
 	rc = hv_loop_run(bb->loop, stop, -1);
 	if (rc < 0)
 		log_err("event loop failed: %s", strerror(-rc));

@@ -62,26 +62,18 @@ static int range_ok(uint64_t sector, uint64_t nr, uint64_t size)
 	return sector <= size && nr <= size - sector;
 }
 
-/* READ, WRITE, FLUSH_DISKCACHE and WRITE_BARRIER: the segment list. */
-static int parse_rw(const struct blkif_request *rq, const struct bb_limits *lim,
-		    struct bb_parsed *out, const char **why)
+/*
+ * Check @n segments (a private copy) and fill out->seg[], out->nr_segs and out->nr_sect. Each
+ * segment lies inside one 4 KiB frame; consecutive segments are consecutive on the disk.
+ */
+static int check_segs(const struct blkif_request_segment *segs, unsigned n,
+		      const struct bb_limits *lim, struct bb_parsed *out, const char **why)
 {
 	uint32_t lb_sect = lim->logical_block > 512 ? lim->logical_block >> BB_SECT_SHIFT : 1;
-	unsigned n = rq->nr_segments;
-	int carries_data = rq->operation == BLKIF_OP_READ || rq->operation == BLKIF_OP_WRITE;
 	uint64_t nr_sect = 0;
 
-	/* A flush or barrier may come without data; a read or write must carry some. */
-	if (n == 0 && carries_data) {
-		*why = "no segments";
-		return -EINVAL;
-	}
-	if (n > BB_DIRECT_SEGS) {
-		*why = "more than 11 segments";
-		return -EINVAL;
-	}
 	for (unsigned i = 0; i < n; i++) {
-		uint8_t first = rq->seg[i].first_sect, last = rq->seg[i].last_sect;
+		uint8_t first = segs[i].first_sect, last = segs[i].last_sect;
 		uint32_t nsec;
 
 		if (last >= BB_SECT_PER_PAGE) {
@@ -97,29 +89,101 @@ static int parse_rw(const struct blkif_request *rq, const struct bb_limits *lim,
 			*why = "segment not aligned to sector-size";
 			return -EINVAL;
 		}
-		out->seg[i].gref = rq->seg[i].gref;
+		out->seg[i].gref = segs[i].gref;
 		out->seg[i].off_bytes = (uint16_t)(first << BB_SECT_SHIFT);
 		out->seg[i].len_bytes = (uint16_t)(nsec << BB_SECT_SHIFT);
 		nr_sect += nsec;
 	}
 	out->nr_segs = n;
 	out->nr_sect = nr_sect;
-	out->sector = rq->sector_number;
-	if (n == 0)
+	return 0;
+}
+
+/* The checks that need the whole request: alignment, writability, range. */
+static int check_extent(uint8_t op, const struct bb_limits *lim, struct bb_parsed *out,
+			const char **why)
+{
+	uint32_t lb_sect = lim->logical_block > 512 ? lim->logical_block >> BB_SECT_SHIFT : 1;
+
+	if (out->nr_segs == 0)
 		return 0; /* a pure flush or barrier: sector_number means nothing */
-	if (rq->sector_number & (lb_sect - 1)) {
+	if (out->sector & (lb_sect - 1)) {
 		*why = "sector not aligned to sector-size";
 		return -EINVAL;
 	}
-	if (lim->ro && rq->operation != BLKIF_OP_READ) {
+	if (lim->ro && op != BLKIF_OP_READ) {
 		*why = "write to a read-only disk";
 		return -EROFS;
 	}
-	if (!range_ok(rq->sector_number, nr_sect, lim->size_sect)) {
+	if (!range_ok(out->sector, out->nr_sect, lim->size_sect)) {
 		*why = "sectors past the end of the disk";
 		return -ERANGE;
 	}
 	return 0;
+}
+
+/* READ, WRITE, FLUSH_DISKCACHE and WRITE_BARRIER: the segment list in the slot. */
+static int parse_rw(const struct blkif_request *rq, const struct bb_limits *lim,
+		    struct bb_parsed *out, const char **why)
+{
+	unsigned n = rq->nr_segments;
+	int carries_data = rq->operation == BLKIF_OP_READ || rq->operation == BLKIF_OP_WRITE;
+	int rc;
+
+	/* A flush or barrier may come without data; a read or write must carry some. */
+	if (n == 0 && carries_data) {
+		*why = "no segments";
+		return -EINVAL;
+	}
+	if (n > BB_DIRECT_SEGS) {
+		*why = "more than 11 segments";
+		return -EINVAL;
+	}
+	out->sector = rq->sector_number;
+	rc = check_segs(rq->seg, n, lim, out, why);
+	return rc ?: check_extent(rq->operation, lim, out, why);
+}
+
+/* INDIRECT: the header only; the segments come from the indirect pages (bb_req_parse_segs). */
+static int parse_indirect(const struct blkif_request_indirect *ind, const struct bb_limits *lim,
+			  struct bb_parsed *out, const char **why)
+{
+	unsigned n = ind->nr_segments;
+
+	/* Answered with the operation it carries, as Linux blkback does. */
+	out->op = ind->indirect_op;
+	out->indirect = 1;
+	out->sector = ind->sector_number;
+	if (ind->indirect_op != BLKIF_OP_READ && ind->indirect_op != BLKIF_OP_WRITE) {
+		*why = "indirect operation is not read or write";
+		return -EINVAL;
+	}
+	if (n == 0) {
+		*why = "no segments";
+		return -EINVAL;
+	}
+	if (n > lim->max_indirect_segs) {
+		*why = "more indirect segments than feature-max-indirect-segments";
+		return -EINVAL;
+	}
+	out->nr_segs = n;
+	out->nr_indirect = (n + BB_SEGS_PER_INDIRECT_PAGE - 1) / BB_SEGS_PER_INDIRECT_PAGE;
+	for (unsigned i = 0; i < out->nr_indirect; i++)
+		out->indirect_grefs[i] = ind->indirect_grefs[i];
+	/* Refuse what needs no segment to refuse, before any page is mapped. */
+	if (lim->ro && ind->indirect_op == BLKIF_OP_WRITE) {
+		*why = "write to a read-only disk";
+		return -EROFS;
+	}
+	return 0;
+}
+
+int bb_req_parse_segs(const struct blkif_request_segment *segs, const struct bb_limits *lim,
+		      struct bb_parsed *out, const char **why)
+{
+	int rc = check_segs(segs, out->nr_segs, lim, out, why);
+
+	return rc ?: check_extent(out->op, lim, out, why);
 }
 
 static int parse_discard(const struct blkif_request_discard *d, const struct bb_limits *lim,
@@ -155,6 +219,8 @@ int bb_req_parse(const union bb_req_slot *slot, const struct bb_limits *lim,
 	out->id = rq->id;
 	out->op = rq->operation;
 	out->discard_flag = 0;
+	out->indirect = 0;
+	out->nr_indirect = 0;
 	out->sector = 0;
 	out->nr_sect = 0;
 	out->nr_segs = 0;
@@ -178,9 +244,12 @@ int bb_req_parse(const union bb_req_slot *slot, const struct bb_limits *lim,
 		}
 		return parse_discard(&slot->discard, lim, out, why);
 	case BLKIF_OP_INDIRECT:
-		/* feature-max-indirect-segments is not advertised, so a frontend may not send it. */
-		*why = "indirect descriptors not offered";
-		return -EOPNOTSUPP;
+		if (!lim->max_indirect_segs) {
+			/* No feature-max-indirect-segments: a frontend may not send it. */
+			*why = "indirect descriptors not offered";
+			return -EOPNOTSUPP;
+		}
+		return parse_indirect(&slot->indirect, lim, out, why);
 	default:
 		*why = "unknown operation";
 		return -EOPNOTSUPP;

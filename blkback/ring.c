@@ -59,6 +59,235 @@ const struct bb_ring_ops bb_ring_hv_ops = {
 };
 
 /*
+ * ---- Persistent grants ----
+ *
+ * With feature-persistent negotiated the frontend keeps granting the same pages, so a mapping
+ * is kept after its request completes and found again by grant ref. Entries in use by requests
+ * in flight are pinned (users > 0); unused ones sit on an LRU list, least recently used first.
+ * The cache holds at most pg_max entries: a new grant then takes the place of the least
+ * recently used unused one, or, when every entry is in use, is mapped for its request only.
+ * Entries unused for BB_PGNT_UNUSED_NS are unmapped (Linux blkback's rule), so an idle guest
+ * gets its pages back. Persistent mappings are always read-write, as Linux maps them: the
+ * frontend grants those pages read-write.
+ */
+
+static void ring_unmap_set(struct bb_ring *r, uint32_t n, const grant_ref_t *refs, unsigned prot,
+			   void **pages, struct bb_pgnt **pgnts);
+
+static unsigned pg_bucket(const struct bb_ring *r, grant_ref_t ref)
+{
+	return (ref * 2654435761u) & r->pg_mask; /* Knuth's multiplicative hash */
+}
+
+static struct bb_pgnt *pg_find(const struct bb_ring *r, grant_ref_t ref)
+{
+	for (struct bb_pgnt *e = r->pg_hash[pg_bucket(r, ref)]; e; e = e->hnext)
+		if (e->ref == ref)
+			return e;
+	return NULL;
+}
+
+static void pg_lru_remove(struct bb_ring *r, struct bb_pgnt *e)
+{
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		r->lru_head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		r->lru_tail = e->prev;
+	e->prev = e->next = NULL;
+}
+
+static void pg_lru_push_tail(struct bb_ring *r, struct bb_pgnt *e)
+{
+	e->next = NULL;
+	e->prev = r->lru_tail;
+	if (r->lru_tail)
+		r->lru_tail->next = e;
+	else
+		r->lru_head = e;
+	r->lru_tail = e;
+}
+
+/* Unmap an unused entry and return it to the free list. */
+static void pg_evict(struct bb_ring *r, struct bb_pgnt *e)
+{
+	struct bb_pgnt **pp = &r->pg_hash[pg_bucket(r, e->ref)];
+
+	pg_lru_remove(r, e);
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	r->ops->unmap(r, 1, &e->ref, HV_PROT_READ | HV_PROT_WRITE, &e->addr);
+	e->addr = NULL;
+	e->next = r->pg_free;
+	r->pg_free = e;
+	r->pg_count--;
+}
+
+/* A free entry: from the free list, else by evicting the least recently used unused one. */
+static struct bb_pgnt *pg_alloc(struct bb_ring *r)
+{
+	struct bb_pgnt *e = r->pg_free;
+
+	if (e) {
+		r->pg_free = e->next;
+		e->next = NULL;
+		return e;
+	}
+	if (!r->lru_head)
+		return NULL; /* every entry is in use by a request in flight */
+	pg_evict(r, r->lru_head);
+	e = r->pg_free;
+	r->pg_free = e->next;
+	e->next = NULL;
+	return e;
+}
+
+/* Unmap what has not been used for BB_PGNT_UNUSED_NS (the LRU list is in last-use order). */
+static void pg_purge(struct bb_ring *r, uint64_t now)
+{
+	while (r->lru_head && now - r->lru_head->last_ns >= BB_PGNT_UNUSED_NS)
+		pg_evict(r, r->lru_head);
+}
+
+static int pg_init(struct bb_ring *r)
+{
+	unsigned buckets = 1;
+
+	if (!r->pg_max)
+		r->pg_max = BB_MAX_PGNT;
+	while (buckets < 2 * r->pg_max)
+		buckets <<= 1;
+	r->pg_pool = calloc(r->pg_max, sizeof(*r->pg_pool));
+	r->pg_hash = calloc(buckets, sizeof(*r->pg_hash));
+	if (!r->pg_pool || !r->pg_hash)
+		return -ENOMEM;
+	r->pg_mask = buckets - 1;
+	r->pg_free = NULL;
+	for (uint32_t i = r->pg_max; i-- > 0;) {
+		r->pg_pool[i].next = r->pg_free;
+		r->pg_free = &r->pg_pool[i];
+	}
+	r->pg_count = 0;
+	r->lru_head = r->lru_tail = NULL;
+	return 0;
+}
+
+/* Unmap every kept grant (nothing is in flight any more). */
+static void pg_fini(struct bb_ring *r)
+{
+	if (r->pg_pool) {
+		while (r->lru_head)
+			pg_evict(r, r->lru_head);
+	}
+	free(r->pg_pool);
+	free(r->pg_hash);
+	r->pg_pool = NULL;
+	r->pg_hash = NULL;
+	r->pg_free = NULL;
+	r->pg_count = 0;
+}
+
+/*
+ * Map @n grant refs for one request: kept mappings are reused, the rest mapped in one batch
+ * (and kept when persistent grants are on and the cache has room). pages[i] is the address,
+ * pgnts[i] the cache entry or NULL for a mapping of this request only. All or nothing: on a
+ * refusal everything is released, *bad is the first refused index and its error returned.
+ */
+static int ring_map_set(struct bb_ring *r, uint32_t n, const grant_ref_t *refs, unsigned prot,
+			void **pages, struct bb_pgnt **pgnts, uint32_t *bad)
+{
+	grant_ref_t mref[BB_MAX_SEGS];
+	void *maddr[BB_MAX_SEGS];
+	uint32_t midx[BB_MAX_SEGS];
+	int *status = r->status_arena;
+	uint32_t nm = 0;
+	int err = 0, failed;
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct bb_pgnt *e = r->persistent ? pg_find(r, refs[i]) : NULL;
+
+		pgnts[i] = e;
+		pages[i] = NULL;
+		if (e) {
+			if (e->users++ == 0)
+				pg_lru_remove(r, e);
+			pages[i] = e->addr;
+			continue;
+		}
+		mref[nm] = refs[i];
+		maddr[nm] = NULL;
+		status[nm] = 0;
+		midx[nm++] = i;
+	}
+	if (nm == 0)
+		return 0;
+	failed = r->ops->map(r, nm, mref, prot, maddr, status);
+	for (uint32_t j = 0; j < nm; j++) {
+		uint32_t i = midx[j];
+		struct bb_pgnt *e;
+
+		if (status[j] < 0 || !maddr[j]) {
+			if (!err) {
+				err = status[j] < 0 ? status[j] : -EIO;
+				*bad = i;
+			}
+			continue;
+		}
+		pages[i] = maddr[j];
+		/* A ref twice in one request is kept once; the second mapping stays private. */
+		if (!r->persistent || pg_find(r, mref[j]) || !(e = pg_alloc(r)))
+			continue;
+		e->ref = mref[j];
+		e->addr = maddr[j];
+		e->users = 1;
+		e->hnext = r->pg_hash[pg_bucket(r, e->ref)];
+		r->pg_hash[pg_bucket(r, e->ref)] = e;
+		r->pg_count++;
+		pgnts[i] = e;
+	}
+	if (failed && !err) {
+		err = failed < 0 ? failed : -EIO;
+		*bad = 0;
+	}
+	if (err)
+		ring_unmap_set(r, n, refs, prot, pages, pgnts); /* skips what did not map */
+	return err;
+}
+
+/* Release what ring_map_set mapped (NULL pages are skipped): unpin kept ones, unmap the rest. */
+static void ring_unmap_set(struct bb_ring *r, uint32_t n, const grant_ref_t *refs, unsigned prot,
+			   void **pages, struct bb_pgnt **pgnts)
+{
+	grant_ref_t tref[BB_MAX_SEGS];
+	void *taddr[BB_MAX_SEGS];
+	uint32_t nt = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct bb_pgnt *e = pgnts[i];
+
+		if (!pages[i])
+			continue;
+		if (e) {
+			if (--e->users == 0) {
+				e->last_ns = r->now_ns;
+				pg_lru_push_tail(r, e);
+			}
+		} else {
+			tref[nt] = refs[i];
+			taddr[nt++] = pages[i];
+		}
+		pages[i] = NULL;
+		pgnts[i] = NULL;
+	}
+	if (nt)
+		r->ops->unmap(r, nt, tref, prot, taddr);
+}
+
+/*
  * ---- Pool ----
  */
 
@@ -66,6 +295,7 @@ int bb_ring_init(struct bb_ring *r)
 {
 	blkif_sring_t *s = r->sring;
 	RING_IDX rsp_prod, req_prod;
+	size_t per;
 	uint32_t n;
 
 	/*
@@ -79,14 +309,19 @@ int bb_ring_init(struct bb_ring *r)
 	n = RING_SIZE(&r->br);
 	if (n == 0 || req_prod - rsp_prod > n)
 		return -EPROTO;
+	if (r->max_segs < BB_DIRECT_SEGS || r->max_segs > BB_MAX_SEGS)
+		r->max_segs = BB_DIRECT_SEGS;
+	per = r->max_segs;
 
 	r->nr_reqs = n;
 	r->reqs = calloc(n, sizeof(*r->reqs));
-	r->gref_arena = calloc((size_t)n * BB_DIRECT_SEGS, sizeof(*r->gref_arena));
-	r->page_arena = calloc((size_t)n * BB_DIRECT_SEGS, sizeof(*r->page_arena));
-	r->status_arena = calloc(BB_DIRECT_SEGS, sizeof(*r->status_arena));
-	r->iov_arena = calloc((size_t)n * BB_DIRECT_SEGS, sizeof(*r->iov_arena));
-	if (!r->reqs || !r->gref_arena || !r->page_arena || !r->status_arena || !r->iov_arena) {
+	r->gref_arena = calloc((size_t)n * per, sizeof(*r->gref_arena));
+	r->page_arena = calloc((size_t)n * per, sizeof(*r->page_arena));
+	r->pgnt_arena = calloc((size_t)n * per, sizeof(*r->pgnt_arena));
+	r->status_arena = calloc(BB_MAX_SEGS, sizeof(*r->status_arena));
+	r->iov_arena = calloc((size_t)n * per, sizeof(*r->iov_arena));
+	if (!r->reqs || !r->gref_arena || !r->page_arena || !r->pgnt_arena || !r->status_arena ||
+	    !r->iov_arena || (r->persistent && pg_init(r) < 0)) {
 		bb_ring_fini(r);
 		return -ENOMEM;
 	}
@@ -95,9 +330,10 @@ int bb_ring_init(struct bb_ring *r)
 		struct bb_req *q = &r->reqs[i];
 
 		q->ring = r;
-		q->grefs = &r->gref_arena[(size_t)i * BB_DIRECT_SEGS];
-		q->pages = &r->page_arena[(size_t)i * BB_DIRECT_SEGS];
-		q->iov = &r->iov_arena[(size_t)i * BB_DIRECT_SEGS];
+		q->grefs = &r->gref_arena[(size_t)i * per];
+		q->pages = &r->page_arena[(size_t)i * per];
+		q->pgnts = &r->pgnt_arena[(size_t)i * per];
+		q->iov = &r->iov_arena[(size_t)i * per];
 		q->next = r->free;
 		r->free = q;
 	}
@@ -109,19 +345,24 @@ int bb_ring_init(struct bb_ring *r)
 	r->submitted = 0;
 	r->dead = 0;
 	r->stopping = 0;
+	r->now_ns = util_now_ns();
+	r->pg_next_purge_ns = r->now_ns;
 	return 0;
 }
 
 void bb_ring_fini(struct bb_ring *r)
 {
+	pg_fini(r);
 	free(r->reqs);
 	free(r->gref_arena);
 	free(r->page_arena);
+	free(r->pgnt_arena);
 	free(r->status_arena);
 	free(r->iov_arena);
 	r->reqs = NULL;
 	r->gref_arena = NULL;
 	r->page_arena = NULL;
+	r->pgnt_arena = NULL;
 	r->status_arena = NULL;
 	r->iov_arena = NULL;
 	r->free = NULL;
@@ -147,7 +388,7 @@ static void ring_respond(struct bb_ring *r, uint64_t id, uint8_t op, int16_t sta
 static void ring_unmap_req(struct bb_ring *r, struct bb_req *q)
 {
 	if (q->nr_segs)
-		r->ops->unmap(r, q->nr_segs, q->grefs, q->prot, q->pages);
+		ring_unmap_set(r, q->nr_segs, q->grefs, q->prot, q->pages, q->pgnts);
 	q->nr_segs = 0;
 }
 
@@ -317,6 +558,7 @@ static void ring_limits(const struct bb_ring *r, struct bb_limits *lim)
 	lim->ro = v->ro ? 1 : 0;
 	lim->discard = v->feat_discard;
 	lim->barrier = v->feat_barrier;
+	lim->max_indirect_segs = r->max_segs > BB_DIRECT_SEGS ? r->max_segs : 0;
 }
 
 static void count_op(struct bb_ring *r, uint8_t op)
@@ -340,62 +582,84 @@ static void count_op(struct bb_ring *r, uint8_t op)
 	}
 }
 
-/* Map @q's data pages in one batch; on any refusal unmap the rest and return the first error. */
+/* Map @q's data pages in one batch; on a refusal nothing stays mapped and the error returns. */
 static int ring_map_req(struct bb_ring *r, struct bb_req *q, const struct bb_parsed *p)
 {
-	void *ok_pages[BB_DIRECT_SEGS];
-	grant_ref_t ok_refs[BB_DIRECT_SEGS];
-	int *status = r->status_arena;
-	uint32_t n = p->nr_segs, nok = 0;
-	int failed, first_err = 0;
-	uint32_t bad = 0;
+	uint32_t n = p->nr_segs, bad = 0;
+	int rc;
 
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < n; i++)
 		q->grefs[i] = p->seg[i].gref;
-		q->pages[i] = NULL;
-		status[i] = 0;
-	}
-	failed = r->ops->map(r, n, q->grefs, q->prot, q->pages, status);
-	if (failed == 0) {
-		for (uint32_t i = 0; i < n; i++) {
-			q->iov[i].iov_base = (char *)q->pages[i] + p->seg[i].off_bytes;
-			q->iov[i].iov_len = p->seg[i].len_bytes;
-		}
-		q->nr_segs = n;
-		return 0;
+	rc = ring_map_set(r, n, q->grefs, q->prot, q->pages, q->pgnts, &bad);
+	if (rc < 0) {
+		LOG_RATELIMITED(&r->rl, LOG_LVL_WARN,
+				"%s: request id %llu: grant ref %u (segment %u) refused: %s; "
+				"answered error",
+				r->name, (unsigned long long)p->id, (unsigned)p->seg[bad].gref, bad,
+				hv_strerror(rc));
+		return rc;
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		if (status[i] == 0 && q->pages[i]) {
-			ok_pages[nok] = q->pages[i];
-			ok_refs[nok++] = q->grefs[i];
-		} else if (!first_err) {
-			first_err = status[i] < 0 ? status[i] : -EIO;
-			bad = i;
-		}
+		q->iov[i].iov_base = (char *)q->pages[i] + p->seg[i].off_bytes;
+		q->iov[i].iov_len = p->seg[i].len_bytes;
 	}
-	if (nok)
-		r->ops->unmap(r, nok, ok_refs, q->prot, ok_pages);
-	if (!first_err)
-		first_err = failed < 0 ? failed : -EIO;
-	LOG_RATELIMITED(&r->rl, LOG_LVL_WARN,
-			"%s: request id %llu: grant ref %u (segment %u) refused: %s; answered error",
-			r->name, (unsigned long long)p->id, (unsigned)p->seg[bad].gref, bad,
-			hv_strerror(first_err));
-	return first_err;
+	q->nr_segs = n;
+	return 0;
+}
+
+/*
+ * An INDIRECT request's segments: map its indirect pages (read-only: we only read them), copy
+ * the segments once into a private array, unmap, validate the copy like direct segments.
+ */
+static int ring_read_indirect(struct bb_ring *r, struct bb_parsed *p, const struct bb_limits *lim,
+			      const char **why)
+{
+	struct blkif_request_segment segs[BB_MAX_SEGS];
+	void *ipages[BB_MAX_INDIRECT_PAGES];
+	struct bb_pgnt *ipg[BB_MAX_INDIRECT_PAGES];
+	unsigned prot = r->persistent ? HV_PROT_READ | HV_PROT_WRITE : HV_PROT_READ;
+	uint32_t bad = 0;
+	int rc;
+
+	_Static_assert(sizeof(struct blkif_request_segment) == sizeof(uint64_t),
+		       "a segment is copied as one word");
+	rc = ring_map_set(r, p->nr_indirect, p->indirect_grefs, prot, ipages, ipg, &bad);
+	if (rc < 0) {
+		LOG_RATELIMITED(&r->rl, LOG_LVL_WARN,
+				"%s: request id %llu: indirect page grant ref %u refused: %s",
+				r->name, (unsigned long long)p->id, (unsigned)p->indirect_grefs[bad],
+				hv_strerror(rc));
+		*why = "an indirect page's grant was refused";
+		return rc;
+	}
+	for (uint32_t k = 0; k < p->nr_segs; k++) {
+		const volatile uint64_t *src = (const volatile uint64_t *)
+			ipages[k / BB_SEGS_PER_INDIRECT_PAGE] + k % BB_SEGS_PER_INDIRECT_PAGE;
+		uint64_t w = *src;
+
+		memcpy(&segs[k], &w, sizeof(w));
+	}
+	ring_unmap_set(r, p->nr_indirect, p->indirect_grefs, prot, ipages, ipg);
+	return bb_req_parse_segs(segs, lim, p, why);
 }
 
 /* Handle one validated-or-not request taken off the ring. */
 static void ring_handle(struct bb_ring *r, const union bb_req_slot *slot,
 			const struct bb_limits *lim)
 {
-	struct bb_parsed p;
+	struct bb_parsed p; /* 2 KiB with its segments: fine on the ring thread's stack */
 	struct bb_req *q;
 	const char *why;
 	char opbuf[16];
 	int rc;
 
 	rc = bb_req_parse(slot, lim, &p, &why);
-	count_op(r, p.op);
+	/* An indirect request counts as the read or write it carries. */
+	if (slot->rw.operation != BLKIF_OP_INDIRECT || p.op == BLKIF_OP_READ ||
+	    p.op == BLKIF_OP_WRITE)
+		count_op(r, p.op);
+	if (rc == 0 && p.indirect)
+		rc = ring_read_indirect(r, &p, lim, &why);
 	if (rc < 0) {
 		LOG_RATELIMITED(&r->rl, LOG_LVL_WARN, "%s: bad request id %llu (%s): %s; answered %s",
 				r->name, (unsigned long long)p.id,
@@ -459,6 +723,8 @@ static void ring_handle(struct bb_ring *r, const union bb_req_slot *slot,
 		break;
 	}
 
+	if (r->persistent)
+		q->prot = HV_PROT_READ | HV_PROT_WRITE; /* kept mappings serve reads and writes */
 	if (p.nr_segs) {
 		rc = ring_map_req(r, q, &p);
 		if (rc < 0) {
@@ -523,6 +789,12 @@ int bb_ring_pass(struct bb_ring *r)
 {
 	int more = 0, notify = 0;
 	int stopping = __atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE);
+
+	r->now_ns = util_now_ns();
+	if (r->pg_pool && r->now_ns >= r->pg_next_purge_ns) {
+		pg_purge(r, r->now_ns);
+		r->pg_next_purge_ns = r->now_ns + 1000000000ull;
+	}
 
 	if (r->inflight) {
 		int n = target_queue_poll(r->tq, 0);
@@ -603,7 +875,8 @@ static void *ring_thread(void *arg)
 			break;
 		if (more > 0)
 			continue;
-		if (poll(pfd, 3, -1) < 0) {
+		/* Wake once a second while kept grants may need purging. */
+		if (poll(pfd, 3, r->pg_count ? 1000 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			log_err("%s: poll failed: %s", r->name, strerror(errno));

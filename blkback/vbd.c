@@ -171,6 +171,9 @@ static int ring_setup(struct bb_vbd *v, struct bb_ring *r, unsigned qidx,
 	r->domid = v->domid;
 	r->ops = &bb_ring_hv_ops;
 	r->target = v->vol->target;
+	r->max_segs = bb->opts.max_indirect_segs > BB_DIRECT_SEGS ? bb->opts.max_indirect_segs
+								    : BB_DIRECT_SEGS;
+	r->persistent = v->persistent;
 	r->stop_efd = -1;
 	r->nr_pages = d->nr_pages;
 	r->remote_port = d->port;

@@ -325,6 +325,11 @@ static int tx_probe(struct blkback *bb, xs_transaction_t t, void *arg)
 	rc = rc ?: xwritef(bb, t, v->be_path, "max-ring-page-order", "%u",
 			   bb->opts.max_ring_page_order);
 	rc = rc ?: xwritef(bb, t, v->be_path, "multi-queue-max-queues", "%u", bb->max_queues);
+	if (bb->opts.max_indirect_segs)
+		rc = rc ?: xwritef(bb, t, v->be_path, "feature-max-indirect-segments", "%u",
+				   bb->opts.max_indirect_segs);
+	rc = rc ?: xwritef(bb, t, v->be_path, "feature-persistent", "%d",
+			   bb->opts.persistent ? 1 : 0);
 	rc = rc ?: xwritef(bb, t, v->be_path, "state", "%d", (int)XenbusStateInitWait);
 	return rc;
 }
@@ -512,6 +517,12 @@ static int read_rings(struct bb_vbd *v, struct bb_ring_desc *d, unsigned *nr, ch
 		return rc;
 	}
 	have_order = rc == 0;
+	rc = xread_u64(bb, XBT_NULL, v->fe_path, "feature-persistent", 0, 1, &val);
+	if (rc == -EINVAL) {
+		snprintf(why, why_len, "feature-persistent must be 0 or 1");
+		return rc;
+	}
+	v->persistent = bb->opts.persistent && rc == 0 && val == 1;
 
 	proto = xreadf(bb, XBT_NULL, "%s/protocol", v->fe_path);
 	if (proto && strcmp(proto, XEN_IO_PROTO_ABI_X86_64) != 0) {
@@ -603,10 +614,11 @@ static void vbd_connect(struct bb_vbd *v)
 	v->be_state = XenbusStateConnected;
 	LOG_RATELIMITED(&v->rl, LOG_LVL_INFO,
 			"%s: connected: %llu sectors of %u bytes%s, %u queue%s, ring of %u page%s "
-			"(%u requests)",
+			"(%u requests)%s",
 			v->name, (unsigned long long)__atomic_load_n(&v->size_sect, __ATOMIC_RELAXED),
 			v->logical_block, v->ro ? ", read-only" : "", nr, nr > 1 ? "s" : "",
-			d[0].nr_pages, d[0].nr_pages > 1 ? "s" : "", v->rings[0].nr_reqs);
+			d[0].nr_pages, d[0].nr_pages > 1 ? "s" : "", v->rings[0].nr_reqs,
+			v->persistent ? ", persistent grants" : "");
 }
 
 static int tx_size(struct blkback *bb, xs_transaction_t t, void *arg)

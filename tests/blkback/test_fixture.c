@@ -158,11 +158,25 @@ int fix_start(struct bb_fix *f)
 		hvsim_free(s);
 		_exit(r ? 4 : 0);
 	}
-	/* xenstore.sock is a stream socket (hv.sock is not) and hvsimd listens on both at once. */
 	snprintf(path, sizeof(path), "%s/xenstore.sock", f->hv_dir);
 	rc = wait_socket(path, &f->hv_pid);
 	if (rc < 0)
 		goto err;
+	/* hv.sock speaks its own message protocol: connect the way hv.h does (bounded). */
+	snprintf(path, sizeof(path), "%s/hv.sock", f->hv_dir);
+	for (int i = 0;; i++) {
+		struct hvsim_chan c = { .fd = -1 };
+
+		if (hvsim_chan_connect(&c, path) == 0) {
+			hvsim_chan_close(&c);
+			break;
+		}
+		if (i == 10000) {
+			rc = -ETIMEDOUT;
+			goto err;
+		}
+		sleep_ms(1);
+	}
 	snprintf(path, sizeof(path), "%s/xenstore.sock", f->hv_dir);
 	setenv("XENSTORED_PATH", path, 1);
 	f->xs = xs_open(0);

@@ -111,6 +111,13 @@ int tf_be_state(struct tf *f)
 	return tf_readu(f, f->be, "state", &v) < 0 ? -1 : (int)v;
 }
 
+unsigned tf_be_indirect(struct tf *f)
+{
+	uint64_t v;
+
+	return tf_readu(f, f->be, "feature-max-indirect-segments", &v) < 0 ? 0 : (unsigned)v;
+}
+
 int tf_set_state(struct tf *f, int state)
 {
 	char v[8];

@@ -76,6 +76,9 @@ int tf_wait_be(struct tf *f, int state);
 /** Wait until the backend's state is in @mask (bit 1 << state). 0 or -ETIMEDOUT. */
 int tf_wait_be_in(struct tf *f, unsigned mask);
 
+/** The backend's feature-max-indirect-segments (0 when absent). */
+unsigned tf_be_indirect(struct tf *f);
+
 /** Write our state. */
 int tf_set_state(struct tf *f, int state);
 

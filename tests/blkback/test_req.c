@@ -13,6 +13,7 @@
 
 static const struct bb_limits lim_rw = {
 	.size_sect = DISK_SECT, .logical_block = 512, .ro = 0, .discard = 1, .barrier = 1,
+	.max_indirect_segs = 256,
 };
 
 static union bb_req_slot rw_req(uint8_t op, uint8_t nseg, uint64_t sector)
@@ -89,7 +90,7 @@ static void test_write_11_segments_to_the_last_sector(void)
 
 static void test_opcodes(void)
 {
-	static const uint8_t bad[] = { BLKIF_OP_RESERVED_1, BLKIF_OP_INDIRECT, 7, 77, 255 };
+	static const uint8_t bad[] = { BLKIF_OP_RESERVED_1, 7, 77, 255 };
 	struct bb_limits lim = lim_rw;
 	union bb_req_slot s;
 	struct bb_parsed p;
@@ -101,9 +102,12 @@ static void test_opcodes(void)
 		CU_ASSERT_EQUAL(p.op, bad[i]);
 		CU_ASSERT_EQUAL(bb_req_status(-EOPNOTSUPP), BLKIF_RSP_EOPNOTSUPP);
 	}
-	/* Barrier and discard only when advertised. */
+	/* Barrier, discard and indirect only when advertised. */
 	lim.barrier = 0;
 	lim.discard = 0;
+	lim.max_indirect_segs = 0;
+	s = rw_req(BLKIF_OP_INDIRECT, 1, 0);
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), -EOPNOTSUPP);
 	s = rw_req(BLKIF_OP_WRITE_BARRIER, 1, 0);
 	CU_ASSERT_EQUAL(parse(&s, &lim, &p), -EOPNOTSUPP);
 	s = discard_req(0, 8);
@@ -293,6 +297,93 @@ static void test_copy_whole_slot(void)
 	free(page);
 }
 
+static union bb_req_slot ind_req(uint8_t iop, uint16_t nseg, uint64_t sector)
+{
+	union bb_req_slot s;
+
+	memset(&s, 0, sizeof(s));
+	s.indirect.operation = BLKIF_OP_INDIRECT;
+	s.indirect.indirect_op = iop;
+	s.indirect.nr_segments = nseg;
+	s.indirect.id = 4242;
+	s.indirect.sector_number = sector;
+	s.indirect.handle = 51712;
+	for (unsigned i = 0; i < BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST; i++)
+		s.indirect.indirect_grefs[i] = 900 + i;
+	return s;
+}
+
+static void test_indirect(void)
+{
+	static struct blkif_request_segment segs[BB_MAX_SEGS];
+	struct bb_limits lim = lim_rw;
+	union bb_req_slot s;
+	struct bb_parsed p;
+	const char *why;
+
+	for (unsigned i = 0; i < BB_MAX_SEGS; i++)
+		segs[i] = (struct blkif_request_segment){ .gref = 10 + i, .first_sect = 0,
+							  .last_sect = 7 };
+	/* The header: answered as the operation it carries. */
+	s = ind_req(BLKIF_OP_WRITE, 256, 0); /* the whole 1 MiB disk */
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), 0);
+	CU_ASSERT_EQUAL(p.op, BLKIF_OP_WRITE);
+	CU_ASSERT_EQUAL(p.id, 4242);
+	CU_ASSERT(p.indirect);
+	CU_ASSERT_EQUAL(p.nr_segs, 256);
+	CU_ASSERT_EQUAL(p.nr_indirect, 1);
+	CU_ASSERT_EQUAL(p.indirect_grefs[0], 900);
+	/* Then the segments, copied from the indirect page. */
+	CU_ASSERT_EQUAL(bb_req_parse_segs(segs, &lim, &p, &why), 0);
+	CU_ASSERT_EQUAL(p.nr_sect, 256 * 8);
+	CU_ASSERT_EQUAL(p.seg[255].gref, 265);
+
+	s = ind_req(BLKIF_OP_DISCARD, 8, 0);
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), -EINVAL);
+	CU_ASSERT_EQUAL(p.op, BLKIF_OP_DISCARD);
+	s = ind_req(BLKIF_OP_INDIRECT, 8, 0);
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), -EINVAL);
+	s = ind_req(BLKIF_OP_READ, 0, 0);
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), -EINVAL);
+	s = ind_req(BLKIF_OP_READ, 257, 0);
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), -EINVAL);
+	s = ind_req(BLKIF_OP_READ, 65535, 0);
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), -EINVAL);
+	lim.max_indirect_segs = 32;
+	s = ind_req(BLKIF_OP_READ, 33, 0);
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), -EINVAL);
+	lim.max_indirect_segs = 256;
+
+	/* Segments are checked exactly like direct ones. */
+	s = ind_req(BLKIF_OP_READ, 20, 0);
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), 0);
+	segs[19].last_sect = 9;
+	CU_ASSERT_EQUAL(bb_req_parse_segs(segs, &lim, &p, &why), -EINVAL);
+	segs[19].last_sect = 7;
+	segs[3].first_sect = 6;
+	segs[3].last_sect = 5;
+	CU_ASSERT_EQUAL(bb_req_parse_segs(segs, &lim, &p, &why), -EINVAL);
+	segs[3].first_sect = 0;
+	segs[3].last_sect = 7;
+	s = ind_req(BLKIF_OP_READ, 20, DISK_SECT - 159); /* 160 sectors: one past the end */
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), 0);
+	CU_ASSERT_EQUAL(bb_req_parse_segs(segs, &lim, &p, &why), -ERANGE);
+	s = ind_req(BLKIF_OP_READ, 20, DISK_SECT - 160);
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), 0);
+	CU_ASSERT_EQUAL(bb_req_parse_segs(segs, &lim, &p, &why), 0);
+	lim.logical_block = 4096;
+	s = ind_req(BLKIF_OP_READ, 2, 4);
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), 0);
+	CU_ASSERT_EQUAL(bb_req_parse_segs(segs, &lim, &p, &why), -EINVAL);
+	lim.logical_block = 512;
+	lim.ro = 1;
+	s = ind_req(BLKIF_OP_WRITE, 2, 0);
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), -EROFS); /* refused before mapping anything */
+	s = ind_req(BLKIF_OP_READ, 2, 0);
+	CU_ASSERT_EQUAL(parse(&s, &lim, &p), 0);
+	CU_ASSERT_EQUAL(bb_req_parse_segs(segs, &lim, &p, &why), 0);
+}
+
 static void test_op_names(void)
 {
 	char buf[16];
@@ -315,6 +406,7 @@ static CU_TestInfo tests[] = {
 	{ "read_only", test_read_only },
 	{ "discard", test_discard },
 	{ "copy_whole_slot", test_copy_whole_slot },
+	{ "indirect", test_indirect },
 	{ "op_names", test_op_names },
 	CU_TEST_INFO_NULL,
 };

@@ -87,8 +87,12 @@ static void t_notify(struct bb_ring *r)
 
 static const struct bb_ring_ops t_ops = { t_map, t_unmap, t_notify };
 
-/* Fresh ring, vbd, file and target; @queue_depth 0 means one per ring slot. */
-static void env_setup(uint32_t queue_depth)
+/*
+ * Fresh ring, vbd, file and target; @queue_depth 0 means one per ring slot. @max_segs > 11
+ * serves INDIRECT; @persistent keeps up to @pg_max grants mapped.
+ */
+static void env_setup_ex(uint32_t queue_depth, uint32_t max_segs, int persistent,
+			 uint32_t pg_max)
 {
 	struct target_open_opts o = { .engine = TARGET_ENGINE_IO_URING, .no_direct = 1 };
 	struct target_info info;
@@ -121,6 +125,9 @@ static void env_setup(uint32_t queue_depth)
 	E->r.nr_pages = 1;
 	E->r.ops = &t_ops;
 	E->r.target = E->t;
+	E->r.max_segs = max_segs;
+	E->r.persistent = persistent;
+	E->r.pg_max = pg_max;
 	snprintf(E->r.name, sizeof(E->r.name), "d1/xvda");
 	CU_ASSERT_EQUAL_FATAL(bb_ring_init(&E->r), 0);
 	CU_ASSERT_EQUAL(E->r.nr_reqs, 32);
@@ -128,15 +135,23 @@ static void env_setup(uint32_t queue_depth)
 		target_queue_open(E->t, queue_depth ? queue_depth : E->r.nr_reqs, &E->r.tq), 0);
 }
 
+static void env_setup(uint32_t queue_depth)
+{
+	env_setup_ex(queue_depth, 0, 0, 0);
+}
+
 static void env_teardown(void)
 {
 	CU_ASSERT_EQUAL(nr_rsps, 0); /* every response was looked at */
 	nr_rsps = 0;
-	/* Every page mapped for a request was unmapped when it was answered. */
-	CU_ASSERT_EQUAL(E->maps, E->unmaps);
+	/* Without persistent grants every page was unmapped when its request was answered. */
+	if (!E->r.persistent)
+		CU_ASSERT_EQUAL(E->maps, E->unmaps);
 	CU_ASSERT_EQUAL(E->r.inflight, 0);
 	target_queue_close(E->r.tq);
 	bb_ring_fini(&E->r);
+	/* Kept grants are unmapped at teardown too: nothing stays mapped. */
+	CU_ASSERT_EQUAL(E->maps, E->unmaps);
 	target_close(E->t);
 	unlink(E->path);
 	free(E->guest);
@@ -509,6 +524,151 @@ static void test_wraparound(void)
 	env_teardown();
 }
 
+/* Queue an INDIRECT request of @n full pages (data grefs first..) described on page @ipage. */
+static void push_indirect(uint8_t iop, uint64_t id, uint64_t sector, unsigned first, unsigned n,
+			  unsigned ipage, grant_ref_t iref)
+{
+	struct blkif_request_indirect ind = {
+		.operation = BLKIF_OP_INDIRECT, .indirect_op = iop, .nr_segments = (uint16_t)n,
+		.id = id, .sector_number = sector, .handle = 51712,
+	};
+	struct blkif_request_segment *segs = gpage(ipage);
+
+	for (unsigned i = 0; i < n && i < HV_PAGE_SIZE / sizeof(*segs); i++)
+		segs[i] = (struct blkif_request_segment){ .gref = first + i, .first_sect = 0,
+							  .last_sect = 7 };
+	ind.indirect_grefs[0] = iref;
+	memcpy(RING_GET_REQUEST(&E->fr, E->fr.req_prod_pvt), &ind, sizeof(ind));
+	E->fr.req_prod_pvt++;
+}
+
+static void test_indirect(void)
+{
+	unsigned char *want = malloc(40 * HV_PAGE_SIZE);
+	struct blkif_request_segment *segs;
+	int fd;
+
+	env_setup_ex(0, 256, 0, 0);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(want);
+	fill(gpage(0), 40 * HV_PAGE_SIZE, 9);
+	memcpy(want, gpage(0), 40 * HV_PAGE_SIZE);
+	push_indirect(BLKIF_OP_WRITE, 1, 64, 0, 40, 60, 60);
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(1), BLKIF_RSP_OKAY);
+	fd = open(E->path, O_RDONLY);
+	{
+		unsigned char *file = malloc(40 * HV_PAGE_SIZE);
+
+		CU_ASSERT_EQUAL(pread(fd, file, 40 * HV_PAGE_SIZE, 64 * 512), 40 * HV_PAGE_SIZE);
+		CU_ASSERT_EQUAL(memcmp(file, want, 40 * HV_PAGE_SIZE), 0);
+		free(file);
+	}
+	close(fd);
+	memset(gpage(0), 0, 40 * HV_PAGE_SIZE);
+	push_indirect(BLKIF_OP_READ, 2, 64, 0, 40, 61, 61);
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(2), BLKIF_RSP_OKAY);
+	CU_ASSERT_EQUAL(memcmp(gpage(0), want, 40 * HV_PAGE_SIZE), 0);
+	CU_ASSERT_EQUAL(E->r.st.wr_req, 1);
+	CU_ASSERT_EQUAL(E->r.st.rd_req, 1);
+	CU_ASSERT_EQUAL(E->r.st.wr_sect, 320);
+
+	/* Hostile indirect requests. */
+	push_indirect(BLKIF_OP_DISCARD, 3, 0, 0, 4, 60, 60);     /* not read or write */
+	push_indirect(BLKIF_OP_READ, 4, 0, 0, 0, 60, 60);        /* no segments */
+	push_indirect(BLKIF_OP_READ, 5, 0, 0, 4, 60, 9999);      /* indirect page not granted */
+	push_indirect(BLKIF_OP_READ, 6, 0, 0, 4, 60, T_RO_BASE + 60); /* fine: only read */
+	push_indirect(BLKIF_OP_READ, 7, T_DISK_SECT - 8, 0, 2, 60, 60); /* past the end */
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(3), BLKIF_RSP_ERROR);
+	CU_ASSERT_EQUAL(reap(4), BLKIF_RSP_ERROR);
+	CU_ASSERT_EQUAL(reap(5), BLKIF_RSP_ERROR);
+	CU_ASSERT_EQUAL(reap(6), BLKIF_RSP_OKAY);
+	CU_ASSERT_EQUAL(reap(7), BLKIF_RSP_ERROR);
+	{
+		struct blkif_request_indirect *ind;
+
+		push_indirect(BLKIF_OP_READ, 8, 0, 0, 4, 60, 60);
+		ind = (void *)RING_GET_REQUEST(&E->fr, E->fr.req_prod_pvt - 1);
+		ind->nr_segments = 257; /* more than offered */
+	}
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(8), BLKIF_RSP_ERROR);
+	segs = gpage(60);
+	push_indirect(BLKIF_OP_READ, 9, 0, 0, 4, 60, 60);
+	segs[2].last_sect = 9; /* a bad segment inside the indirect page */
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(9), BLKIF_RSP_ERROR);
+	CU_ASSERT_EQUAL(E->r.st.errors, 6);
+	free(want);
+	env_teardown();
+
+	/* Not offered: "not supported". */
+	env_setup(0);
+	push_indirect(BLKIF_OP_READ, 10, 0, 0, 4, 60, 60);
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(10), BLKIF_RSP_EOPNOTSUPP);
+	env_teardown();
+}
+
+static void test_persistent_grants(void)
+{
+	struct bb_pgnt *e;
+
+	env_setup_ex(0, 0, 1, 4);
+	fill(gpage(0), 4 * HV_PAGE_SIZE, 3);
+	for (unsigned round = 0; round < 10; round++) {
+		push_rw(BLKIF_OP_WRITE, round, round * 32, 0, 4);
+		publish();
+		run();
+		CU_ASSERT_EQUAL(reap(round), BLKIF_RSP_OKAY);
+	}
+	/* Mapped once, kept: ten requests on the same four grants. */
+	CU_ASSERT_EQUAL(E->maps, 4);
+	CU_ASSERT_EQUAL(E->unmaps, 0);
+	CU_ASSERT_EQUAL(E->r.pg_count, 4);
+
+	/* Four new grants take the places of the least recently used unused ones. */
+	push_rw(BLKIF_OP_READ, 100, 0, 4, 4);
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(100), BLKIF_RSP_OKAY);
+	CU_ASSERT_EQUAL(memcmp(gpage(4), gpage(0), 4 * HV_PAGE_SIZE), 0);
+	CU_ASSERT_EQUAL(E->maps, 8);
+	CU_ASSERT_EQUAL(E->unmaps, 4);
+	CU_ASSERT_EQUAL(E->r.pg_count, 4);
+
+	/* Six grants, two kept (4, 5): 0..3 are new; two evict 6 and 7, two stay private. */
+	push_rw(BLKIF_OP_WRITE, 101, 512, 0, 6);
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(101), BLKIF_RSP_OKAY);
+	CU_ASSERT_EQUAL(E->maps, 12);
+	CU_ASSERT_EQUAL(E->unmaps, 8);
+	CU_ASSERT_EQUAL(E->r.pg_count, 4);
+
+	/* Kept mappings are read-write: a read-only grant is refused, as Linux does. */
+	push_rw(BLKIF_OP_WRITE, 102, 0, T_RO_BASE + 20, 1);
+	publish();
+	run();
+	CU_ASSERT_EQUAL(reap(102), BLKIF_RSP_ERROR);
+
+	/* Grants unused for a minute are given back. */
+	for (e = E->r.lru_head; e; e = e->next)
+		e->last_ns = 0;
+	E->r.pg_next_purge_ns = 0;
+	bb_ring_pass(&E->r);
+	CU_ASSERT_EQUAL(E->r.pg_count, 0);
+	CU_ASSERT_EQUAL(E->maps, E->unmaps);
+	env_teardown();
+}
+
 static CU_TestInfo tests[] = {
 	{ "write_read_back", test_write_read_back },
 	{ "bad_requests_answered", test_bad_requests_answered },
@@ -518,6 +678,8 @@ static CU_TestInfo tests[] = {
 	{ "flush_barrier_discard", test_flush_barrier_discard },
 	{ "size_and_read_only", test_size_and_read_only },
 	{ "wraparound", test_wraparound },
+	{ "indirect", test_indirect },
+	{ "persistent_grants", test_persistent_grants },
 	CU_TEST_INFO_NULL,
 };
 

@@ -144,12 +144,11 @@ static void test_handshake_close_reconnect(void)
 	s = fix_read(&F, "%s/feature-discard", f->be);
 	CU_ASSERT_PTR_NOT_NULL(s);
 	free(s);
-	/* Not implemented, so not advertised. */
 	s = fix_read(&F, "%s/feature-persistent", f->be);
-	CU_ASSERT_PTR_NULL(s);
+	CU_ASSERT(s && strcmp(s, "1") == 0);
 	free(s);
 	s = fix_read(&F, "%s/feature-max-indirect-segments", f->be);
-	CU_ASSERT_PTR_NULL(s);
+	CU_ASSERT(s && strcmp(s, "256") == 0);
 	free(s);
 
 	CU_ASSERT_EQUAL_FATAL(tf_connect(f, &o), 0);

@@ -76,12 +76,14 @@ kill -0 "$BBPID" 2>/dev/null || fail "blkbackd died"
 ctl '{"cmd":"ping"}' || fail "blkbackd stopped answering"
 "$GUEST" ctl --pool "$POOL" '{"cmd":"stats","domain":"evil","vdev":"xvda"}' >"$T/stats.out" ||
 	fail "stats"
-python3 - "$T/stats.out" <<'EOF' || fail "hostile requests were not counted as errors"
+nbad=$(sed -n 's/^hostile: \([0-9]*\) bad requests.*/\1/p' "$T/hostile.out")
+python3 - "$T/stats.out" "$nbad" <<'EOF' || fail "hostile requests were not counted as errors"
 import json, sys
 v = json.load(open(sys.argv[1]))["vbds"][0]
 print("evil vbd: errors=%d rd_req=%d wr_req=%d state=%s" %
       (v["errors"], v["rd_req"], v["wr_req"], v["state"]))
-assert v["errors"] >= 79, v
+# Every bad request the guest sent, and nothing else, was answered with an error.
+assert v["errors"] == int(sys.argv[2]) and v["errors"] >= 79, v
 assert v["inflight"] == 0, v
 EOF
 grep -q "halting the ring" "$T/blkbackd.log" || fail "no log line for the ring overflow"

@@ -101,6 +101,36 @@ static int expect(struct tf *f, const char *what, uint8_t op, uint8_t nseg, uint
 	return 0;
 }
 
+/* An INDIRECT request of @nseg pages (data pages 0..) described on data page 63. */
+static int expect_indirect(struct tf *f, const char *what, uint8_t iop, uint16_t nseg,
+			   uint64_t sector, grant_ref_t iref, int bad_seg, int16_t want)
+{
+	static uint64_t id = 5000;
+	struct blkif_request_indirect ind = {
+		.operation = BLKIF_OP_INDIRECT, .indirect_op = iop, .nr_segments = nseg,
+		.id = ++id, .sector_number = sector, .handle = (blkif_vdev_t)f->devid,
+	};
+	struct blkif_request_segment *segs = tf_page(f, 63);
+	struct blkif_response rsp;
+	int rc;
+
+	for (unsigned i = 0; i < 62; i++)
+		segs[i] = (struct blkif_request_segment){ .gref = tf_gref(f, i), .last_sect = 7 };
+	if (bad_seg >= 0)
+		segs[bad_seg].last_sect = 9;
+	ind.indirect_grefs[0] = iref;
+	memcpy(tf_slot(f, 0), &ind, sizeof(ind));
+	tf_queue_req(f, 0);
+	tf_push(f, 0);
+	rc = tf_wait_rsp(f, 0, &rsp);
+	if (rc < 0 || rsp.id != id || rsp.status != want) {
+		fprintf(stderr, "hostile: %s: answered %s status %d, wanted %d\n", what,
+			rc < 0 ? "nothing" : "with", rc < 0 ? 0 : rsp.status, want);
+		return 1;
+	}
+	return 0;
+}
+
 static void tweak_last9(struct blkif_request *rq, struct tf *f)
 {
 	(void)f;
@@ -165,8 +195,6 @@ static int run_hostile(void)
 		n++;
 	}
 	bad += expect(f, "reserved opcode", BLKIF_OP_RESERVED_1, 1, 0, BLKIF_RSP_EOPNOTSUPP, NULL);
-	bad += expect(f, "indirect (not offered)", BLKIF_OP_INDIRECT, 1, 0, BLKIF_RSP_EOPNOTSUPP,
-		      NULL);
 	bad += expect(f, "read, 0 segments", BLKIF_OP_READ, 0, 0, BLKIF_RSP_ERROR, NULL);
 	bad += expect(f, "write, 0 segments", BLKIF_OP_WRITE, 0, 0, BLKIF_RSP_ERROR, NULL);
 	bad += expect(f, "read, 12 segments", BLKIF_OP_READ, 12, 0, BLKIF_RSP_ERROR, NULL);
@@ -188,7 +216,33 @@ static int run_hostile(void)
 	bad += expect(f, "read into a read-only grant", BLKIF_OP_READ, 4, 0, BLKIF_RSP_ERROR,
 		      NULL);
 	tf_regrant(f, 3, 0);
-	n += 15;
+	n += 14;
+	/* Indirect requests: the header and every segment in the indirect page are guest input. */
+	if (tf_be_indirect(f) >= 62) {
+		grant_ref_t ip = tf_gref(f, 63);
+
+		bad += expect_indirect(f, "indirect, operation discard", BLKIF_OP_DISCARD, 4, 0, ip,
+				       -1, BLKIF_RSP_ERROR);
+		bad += expect_indirect(f, "indirect, 0 segments", BLKIF_OP_READ, 0, 0, ip, -1,
+				       BLKIF_RSP_ERROR);
+		bad += expect_indirect(f, "indirect, 4000 segments", BLKIF_OP_READ, 4000, 0, ip, -1,
+				       BLKIF_RSP_ERROR);
+		bad += expect_indirect(f, "indirect page not granted", BLKIF_OP_READ, 4, 0, 16001,
+				       -1, BLKIF_RSP_ERROR);
+		bad += expect_indirect(f, "indirect segment last_sect 9", BLKIF_OP_WRITE, 30, 0, ip,
+				       17, BLKIF_RSP_ERROR);
+		bad += expect_indirect(f, "indirect past the end", BLKIF_OP_READ, 30, f->sectors - 8,
+				       ip, -1, BLKIF_RSP_ERROR);
+		n += 6;
+		bad += expect_indirect(f, "valid indirect write", BLKIF_OP_WRITE, 60, 0, ip, -1,
+				       BLKIF_RSP_OKAY);
+		bad += expect_indirect(f, "valid indirect read", BLKIF_OP_READ, 60, 0, ip, -1,
+				       BLKIF_RSP_OKAY);
+	} else {
+		bad += expect(f, "indirect (not offered)", BLKIF_OP_INDIRECT, 1, 0,
+			      BLKIF_RSP_EOPNOTSUPP, NULL);
+		n++;
+	}
 	/* Valid requests still work on the same ring. */
 	bad += expect(f, "valid write", BLKIF_OP_WRITE, 11, 0, BLKIF_RSP_OKAY, NULL);
 	bad += expect(f, "valid read", BLKIF_OP_READ, 11, 0, BLKIF_RSP_OKAY, NULL);
