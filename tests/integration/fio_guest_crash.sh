@@ -1,0 +1,109 @@
+#!/bin/sh
+# fio_guest_crash.sh - the guest process dies (SIGKILL) in the middle of I/O, leaving its vbd
+# Connected with rings and grants the backend still maps. The next guest process must find that
+# stale connection, reset it (Closed, then Initialising: blkbackd unmaps and goes InitWait),
+# connect afresh and run a clean verify job.
+set -eu
+
+BIN=${SLUICE_BIN:?run through tests/run.sh}
+LIB=${SLUICE_LIB:?run through tests/run.sh}
+T=$(mktemp -d /tmp/sluice-fio-crash.XXXXXX)
+HV="$T/hv"
+POOL="$T/pool"
+HVPID=""
+BBPID=""
+FIOPID=""
+
+cleanup() {
+	[ -n "$FIOPID" ] && kill "$FIOPID" 2>/dev/null && wait "$FIOPID" 2>/dev/null
+	[ -n "$BBPID" ] && kill "$BBPID" 2>/dev/null && wait "$BBPID" 2>/dev/null
+	[ -n "$HVPID" ] && kill "$HVPID" 2>/dev/null && wait "$HVPID" 2>/dev/null
+	rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+
+fail() {
+	echo "FAIL: $*" >&2
+	for f in "$T"/*.log "$T"/*.err "$T"/*.json; do
+		[ -f "$f" ] && { echo "--- $f" >&2; tail -30 "$f" >&2; }
+	done
+	exit 1
+}
+
+# With SANITIZE=1 the engine links ASan/UBSan, whose runtimes must come first in fio: preload
+# them. fio itself leaks a few bytes at exit, so leak reports are off for fio; the library's own
+# leaks are caught by its unit tests, which run under LeakSanitizer.
+# (env execs fio, so a background fio's $! is fio itself.)
+FIO_PRELOAD=$(ldd "$LIB/fio-blkfront.so" | awk '/lib(a|ub)san/ { printf "%s ", $3 }')
+FIO_ASAN="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+
+wait_sock() { # wait_sock PATH: a daemon's socket appears (bounded: 10 s)
+	i=0
+	while [ ! -S "$1" ]; do
+		i=$((i + 1))
+		[ $i -gt 200 ] && fail "$1 did not appear"
+		sleep 0.05
+	done
+}
+
+wr_req() { # wr_req of g1/xvda from blkctl stats (0 when not known yet)
+	"$BIN/blkctl" --pool "$POOL" stats g1 xvda --json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    s = json.load(sys.stdin)
+    v = s.get("vbds", s) if isinstance(s, dict) else s
+    v = v if isinstance(v, list) else [v]
+    print(int(v[0]["wr_req"]))
+except Exception:
+    print(0)'
+}
+
+start_blkbackd() {
+	"$BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" 2>>"$T/blkbackd.log" &
+	BBPID=$!
+	wait_sock "$POOL/blkbackd.sock"
+}
+
+"$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
+HVPID=$!
+wait_sock "$HV/xenstore.sock"
+wait_sock "$HV/hv.sock"
+"$BIN/hvctl" --dir "$HV" domain create g1 --mem 256M >/dev/null || fail "domain create"
+start_blkbackd
+"$BIN/blkctl" --pool "$POOL" create vol1 --size 32M || fail "create"
+"$BIN/blkctl" --pool "$POOL" attach vol1 g1 xvda || fail "attach"
+
+env LD_PRELOAD="$FIO_PRELOAD" ASAN_OPTIONS="$FIO_ASAN" \
+	fio --ioengine="external:$LIB/fio-blkfront.so" --hv_dir="$HV" --domain=g1 \
+	--filename=xvda --name=doomed --rw=randwrite --bs=4k --iodepth=32 --size=32M \
+	--rate_iops=3000 --output="$T/doomed.out" 2>"$T/doomed.err" &
+FIOPID=$!
+i=0
+while [ "$(wr_req)" -eq 0 ]; do
+	i=$((i + 1))
+	[ $i -gt 200 ] && fail "the guest never started writing"
+	kill -0 "$FIOPID" 2>/dev/null || fail "fio ended before any write reached the backend"
+	sleep 0.05
+done
+kill -KILL "$FIOPID"
+wait "$FIOPID" 2>/dev/null || true
+FIOPID=""
+st=$(XENSTORED_PATH="$HV/xenstore.sock" xenstore-read /local/domain/1/device/vbd/51712/state)
+[ "$st" = 4 ] || fail "expected the dead guest's vbd still Connected, found state $st"
+
+env LD_PRELOAD="$FIO_PRELOAD" ASAN_OPTIONS="$FIO_ASAN" \
+	fio --output-format=json --output="$T/fio.json" \
+	--ioengine="external:$LIB/fio-blkfront.so" --hv_dir="$HV" --domain=g1 --filename=xvda \
+	--name=after --rw=randrw --bs=4k --iodepth=32 --size=16M --verify=crc32c --do_verify=1 \
+	--verify_fatal=1 2>"$T/fio.err" </dev/null || fail "fio after the crash"
+python3 - "$T/fio.json" <<'EOF' || fail "fio results"
+import json, sys
+
+job = json.load(open(sys.argv[1]))["jobs"][0]
+print("after crash: error=%d reads=%d writes=%d" %
+      (job["error"], job["read"]["total_ios"], job["write"]["total_ios"]))
+assert job["error"] == 0 and job["write"]["total_ios"] > 0
+EOF
+grep -q "frontend reinitialising" "$T/blkbackd.log" ||
+	fail "blkbackd was not asked to reconnect"
+echo "fio_guest_crash: ok"
