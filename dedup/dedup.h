@@ -12,17 +12,19 @@
  *   struct dedup_req    one I/O request, preallocated by the caller (no allocation per I/O).
  *
  * Threads. The store owns one writer thread: the only LMDB writer. Every metadata change
- * (writes, discards, volume operations, reclaim, the collector, fsck) runs there, in grouped
- * transactions. Callers' threads hash blocks, look blocks up, allocate container slots and do
- * the data I/O themselves; the writer only commits. See docs/dedup.md, "Concurrency".
+ * (writes, discards, volume operations, reclaim, the collector, fsck) runs there. It applies
+ * groups of requests to one open transaction, journals them (one write per group: that is the
+ * acknowledgement point) and commits the transaction as a checkpoint every 65536 blocks or when
+ * writes pause. Callers' threads hash blocks, look blocks up, allocate container slots and do
+ * the data I/O themselves. See docs/dedup.md, "Concurrency" and "Durability".
  *
  * The asynchronous I/O protocol (what blkbackd's dedup target does, per ring thread):
  *
  *   write:   dedup_write_prepare()      hash, drop zeros, find duplicates, allocate slots
  *            for each dedup_req_extent(): pwritev(e->fd, e->iov, e->iovcnt, e->offset_bytes)
  *            dedup_write_submit(status) hand the request to the writer (status < 0 aborts it)
- *            ... later dedup_ctx_reap() returns it: status 0 means durable against kill -9 and
- *            visible to every later read; a FLUSH makes it durable against power loss.
+ *            ... later dedup_ctx_reap() returns it: status 0 means it survives kill -9 and
+ *            every later read sees it; a FLUSH makes it durable against power loss.
  *   read:    dedup_read_prepare()       zero blocks are filled in place
  *            for each dedup_req_extent(): preadv(e->fd, e->iov, e->iovcnt, e->offset_bytes)
  *            dedup_read_finish()        unpins the container files
@@ -156,20 +158,25 @@ struct dedup_extent {
 
 /**
  * Open (or, with o->create, create) the store in directory @dir. Recovers from any crash: the
- * index is at its last committed state and container files no committed state refers to are
- * removed. Starts the writer thread. Only one process may have a store open (-EBUSY otherwise).
+ * journal is replayed onto the last checkpoint (a new block whose data does not hash to its
+ * name, which only a power loss can leave, is dropped like an unflushed write) and committed,
+ * and container files nothing refers to are removed. Starts the writer thread. Only one process may have a store open (-EBUSY otherwise).
  * Returns 0, -ENOENT (missing and not o->create), -EBUSY, -EINVAL (bad options, or a store of an
  * unknown format), -ENOMEM, -EIO or -errno.
  */
 int dedup_store_open(const char *dir, const struct dedup_opts *o, struct dedup_store **out);
 
 /**
- * Close the store: finishes every request already submitted, stops the writer, syncs the index.
- * Every context and volume handle must be closed first.
+ * Close the store: finishes every request already submitted, stops the writer after a last
+ * checkpoint (the journal is empty afterwards). Every context and volume handle must be closed
+ * first.
  */
 void dedup_store_close(struct dedup_store *s);
 
-/** Fill @st. Runs on a read snapshot: does not wait for the writer. Returns 0 or -errno. */
+/**
+ * Fill @st. Commits what the writer holds first (a checkpoint: it costs two fdatasyncs when
+ * writes are pending), then reads a snapshot. Returns 0 or -errno.
+ */
 int dedup_store_stats(struct dedup_store *s, struct dedup_stats *st);
 
 /**
@@ -230,7 +237,7 @@ int dedup_vol_delete(struct dedup_store *s, const char *name);
  */
 int dedup_vol_resize(struct dedup_store *s, const char *name, uint64_t size_bytes);
 
-/** Describe one volume. Returns 0, -ENOENT, -EINVAL or -errno. */
+/** Describe one volume (after a checkpoint, as stats). Returns 0, -ENOENT, -EINVAL or -errno. */
 int dedup_vol_get(struct dedup_store *s, const char *name, struct dedup_vol_info *info);
 
 /** All volumes and snapshots sorted by name into a malloc'd array; free() it. */
@@ -336,8 +343,8 @@ int dedup_write_prepare(struct dedup_ctx *c, struct dedup_vol *v, uint64_t first
 /**
  * Hand a prepared write to the writer once its extent writes are done; @io_status < 0 (an extent
  * write failed) completes it with that status and changes nothing. Completion comes through
- * dedup_ctx_reap() on @c: 0 once the write is committed (survives kill -9, visible to reads),
- * -ENOSPC, -EINVAL (the volume shrank under it) or -errno.
+ * dedup_ctx_reap() on @c: 0 once the write is applied and journaled (survives kill -9, visible
+ * to reads), -ENOSPC, -EINVAL (the volume shrank under it) or -errno.
  */
 void dedup_write_submit(struct dedup_ctx *c, struct dedup_req *r, int io_status);
 
@@ -350,9 +357,9 @@ int dedup_discard_submit(struct dedup_ctx *c, struct dedup_vol *v, uint64_t firs
 			 uint64_t nr_blk, struct dedup_req *r);
 
 /**
- * Make every write completed before the call durable against power loss (container data is
- * synced before each commit; this syncs the index's last commit). Completes through
- * dedup_ctx_reap(). Returns 0.
+ * Make every write completed before the call durable against power loss: fdatasync of the
+ * containers written since their last sync, then of the journal. Completes through
+ * dedup_ctx_reap(). Returns 0 (the completion's status is 0 or -EIO).
  */
 int dedup_flush_submit(struct dedup_ctx *c, struct dedup_req *r);
 
