@@ -509,16 +509,20 @@ struct group {
 /* Room in the overlay for what the group may add, before anything is applied. */
 static void group_reserve(struct dedup_store *s, struct group *g)
 {
-	uint32_t news = 0;
+	uint32_t news = 0, total = 0;
 	int rc = 0;
 
+	/* each volume gets room for the whole group: the tables must never fill up */
+	for (size_t i = 0; i < g->n; i++)
+		if (g->reqs[i]->kind == REQ_WRITE)
+			total += (uint32_t)g->reqs[i]->nr_blk;
 	pthread_rwlock_wrlock(&s->rd_lock);
 	for (size_t i = 0; i < g->n; i++) {
 		struct dedup_req *r = g->reqs[i];
 
 		if (r->kind != REQ_WRITE || r->prefail)
 			continue;
-		rc = ovl_reserve_blk(r->vol->vs, (uint32_t)r->nr_blk);
+		rc = ovl_reserve_blk(r->vol->vs, total);
 		if (rc) {
 			r->prefail = rc;
 			continue;

@@ -335,8 +335,55 @@ static void test_refusals(void)
 	free(buf);
 }
 
+/*
+ * Everything read back before any checkpoint comes from the writer's overlay: overwrites, zero
+ * writes, discards (whole ranges) and writes into discarded ranges, duplicates of content
+ * stored since the checkpoint. Then the same after the checkpoint, from the index.
+ */
+static void test_reads_before_checkpoint(void)
+{
+	struct dedup_opts o = { .checkpoint_ms = 600000 };
+	struct dedup_store *s = t_store("io-overlay", &o);
+	uint64_t model[600] = { 0 }, nonzero = 0;
+	struct dedup_stats st;
+	struct dedup_ctx *c;
+	struct dedup_vol *v;
+
+	CU_ASSERT_FATAL(s != NULL);
+	CU_ASSERT_EQUAL(dedup_vol_create(s, "v", 600 * TB), 0);
+	CU_ASSERT_EQUAL_FATAL(dedup_ctx_open(s, &c), 0);
+	CU_ASSERT_EQUAL_FATAL(dedup_vol_open(s, "v", &v), 0);
+	for (int round = 0; round < 2; round++) {
+		for (uint64_t b = 0; b < 600; b++) {
+			model[b] = b % 7 == 0 ? 0 : 1 + (b * 13 + (uint64_t)round) % 97;
+			CU_ASSERT_EQUAL(t_write(c, v, b, model[b]), 0);
+		}
+		CU_ASSERT_EQUAL(dedup_vol_discard(c, v, 100, 250), 0);
+		for (uint64_t b = 100; b < 350; b++)
+			model[b] = 0;
+		CU_ASSERT_EQUAL(t_write(c, v, 200, 4242), 0); /* inside the discarded range */
+		model[200] = 4242;
+		CU_ASSERT_EQUAL(t_write(c, v, 5, 4242), 0); /* a duplicate of it */
+		model[5] = 4242;
+		for (uint64_t b = 0; b < 600; b++)
+			CU_ASSERT_TRUE(t_reads(c, v, b, model[b]));
+	}
+	/* stats checkpoint: the same through the index */
+	CU_ASSERT_EQUAL(dedup_store_stats(s, &st), 0);
+	for (uint64_t b = 0; b < 600; b++)
+		nonzero += model[b] != 0;
+	CU_ASSERT_EQUAL(st.logical_bytes, nonzero * TB);
+	for (uint64_t b = 0; b < 600; b++)
+		CU_ASSERT_TRUE(t_reads(c, v, b, model[b]));
+	CU_ASSERT_TRUE(t_fsck_clean(s));
+	dedup_vol_close(v);
+	dedup_ctx_close(c);
+	dedup_store_close(s);
+}
+
 static CU_TestInfo tests[] = {
 	{ "write_read_random", test_write_read_random },
+	{ "reads_before_checkpoint", test_reads_before_checkpoint },
 	{ "duplicates_stored_once", test_duplicates_stored_once },
 	{ "zero_blocks_not_stored", test_zero_blocks_not_stored },
 	{ "discard", test_discard },
