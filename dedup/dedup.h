@@ -14,7 +14,7 @@
  * Threads. The store owns one writer thread: the only LMDB writer. Every metadata change
  * (writes, discards, volume operations, reclaim, the collector, fsck) runs there. It applies
  * groups of requests to one open transaction, journals them (one write per group: that is the
- * acknowledgement point) and commits the transaction as a checkpoint every 65536 blocks or when
+ * acknowledgement point) and commits the transaction as a checkpoint every 32768 blocks or when
  * writes pause. Callers' threads hash blocks, look blocks up, allocate container slots and do
  * the data I/O themselves. See docs/dedup.md, "Concurrency" and "Durability".
  *

@@ -12,7 +12,7 @@
  *      the journal (power-loss durability of everything acknowledged before),
  *   5. completes every request to its context's queue.
  *
- * A checkpoint commits the open transaction: after 65536 blocks, when writes pause for 20 ms,
+ * A checkpoint commits the open transaction: after 32768 blocks, when writes pause for 20 ms,
  * after a second (checkpoint_ms and 1/50 of it), before any other transaction (volume operations, reclaim, the collector,
  * fsck) and at close. It fdatasyncs the containers first (data durable before the index that
  * points at it), commits and syncs the index, and only then empties the journal and the overlay.
@@ -36,7 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CKPT_MAX_BLK 65536          /* blocks applied before a checkpoint */
+#define CKPT_MAX_BLK 32768          /* blocks applied before a checkpoint */
 #define CKPT_MAX_TOMB 64            /* discarded ranges in the overlay */
 #define TIGHT_BLK 1024              /* below this much room the map is "tight" */
 #define RQ_SLICE 4096               /* reclaim items per background transaction */
