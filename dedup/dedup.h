@@ -59,9 +59,10 @@ struct dedup_opts {
 	uint64_t map_bytes;       /**< initial LMDB map size (default 4 GiB; address space only) */
 	uint64_t map_max_bytes;   /**< the map grows (doubling) up to this (default 4 TiB); beyond
 				       it metadata updates fail with -ENOSPC */
-	uint32_t group_max_blk;   /**< most blocks committed in one LMDB transaction (default 8192) */
+	uint32_t group_max_blk;   /**< most blocks the writer takes as one group (default 8192) */
 	uint32_t gc_dead_pct;     /**< background collector: compact full containers with at least
-				       this % dead blocks when idle (default 0 = only dedup_store_gc) */
+				       this % dead blocks when idle (default 0: only
+				       dedup_store_gc) */
 	uint32_t checkpoint_ms;   /**< an acknowledged write waits at most this long in the journal
 				       before a checkpoint commits it to the index, and 1/50 of it
 				       once writes pause (default 1000) */
@@ -85,7 +86,7 @@ typedef int (*dedup_progress_fn)(const struct dedup_progress *p, void *arg);
 struct dedup_stats {
 	uint64_t logical_bytes;    /**< non-zero data the volumes and snapshots hold, each counted
 					in full: what a store without any sharing would hold */
-	uint64_t stored_bytes;     /**< distinct non-zero blocks referenced (unique_blocks * 4 KiB) */
+	uint64_t stored_bytes;     /**< unique_blocks * 4 KiB: the distinct data referenced */
 	uint64_t unique_blocks;    /**< index entries with a reference count > 0 */
 	uint64_t zero_blocks;      /**< blocks of volumes and snapshots that read as zeros (never
 					stored: written as zeros, discarded or never written) */
@@ -160,7 +161,8 @@ struct dedup_extent {
  * Open (or, with o->create, create) the store in directory @dir. Recovers from any crash: the
  * journal is replayed onto the last checkpoint (a new block whose data does not hash to its
  * name, which only a power loss can leave, is dropped like an unflushed write) and committed,
- * and container files nothing refers to are removed. Starts the writer thread. Only one process may have a store open (-EBUSY otherwise).
+ * and container files nothing refers to are removed. Starts the writer thread. Only one
+ * process may have a store open (-EBUSY otherwise).
  * Returns 0, -ENOENT (missing and not o->create), -EBUSY, -EINVAL (bad options, or a store of an
  * unknown format), -ENOMEM, -EIO or -errno.
  */

@@ -543,8 +543,8 @@ static int fk_orphans(struct fk *f)
 		if (end != de->d_name + 16 || ctr_find(f, cid) || ctr_lookup(f->s, cid))
 			continue;
 		f->r->orphan_containers++;
-		if ((f->flags & DEDUP_FSCK_REPAIR) && ctr_path(f->s, cid, path, sizeof(path)) == 0 &&
-		    unlink(path) == 0)
+		if ((f->flags & DEDUP_FSCK_REPAIR) &&
+		    ctr_path(f->s, cid, path, sizeof(path)) == 0 && unlink(path) == 0)
 			f->r->repaired++;
 	}
 	closedir(d);

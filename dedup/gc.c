@@ -76,7 +76,8 @@ static int dst_note(struct gc_state *g, struct ctr *c, uint32_t n)
 static void dst_release(struct gc_state *g)
 {
 	for (size_t i = 0; i < g->ndst; i++)
-		atomic_fetch_sub_explicit(&g->dst[i]->inflight, g->dst_cnt[i], memory_order_release);
+		atomic_fetch_sub_explicit(&g->dst[i]->inflight, g->dst_cnt[i],
+					  memory_order_release);
 	g->ndst = 0;
 }
 
@@ -174,7 +175,8 @@ static int gc_tx(struct wtx *w, void *arg)
 		g->cand.live = cr.live;
 	}
 	for (uint32_t base = 0; base < g->cand.used; base += GC_CHUNK_BLK) {
-		uint32_t n = g->cand.used - base < GC_CHUNK_BLK ? g->cand.used - base : GC_CHUNK_BLK;
+		uint32_t left = g->cand.used - base;
+		uint32_t n = left < GC_CHUNK_BLK ? left : GC_CHUNK_BLK;
 
 		rc = read_full(g->src->fd, g->in, (size_t)n * DEDUP_BLOCK_BYTES,
 			       (off_t)base * DEDUP_BLOCK_BYTES);

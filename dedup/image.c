@@ -44,8 +44,9 @@ static int write_full(int fd, const void *buf, size_t len, off_t off, int seq)
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t n = seq ? write(fd, (const char *)buf + done, len - done)
-				: pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
+		const char *p = (const char *)buf + done;
+		ssize_t n = seq ? write(fd, p, len - done)
+				: pwrite(fd, p, len - done, off + (off_t)done);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -228,15 +229,17 @@ int dedup_vol_export(struct dedup_store *s, const char *name, int fd, dedup_prog
 		if (!regular) {
 			rc = write_full(fd, buf, (size_t)nblk * DEDUP_BLOCK_BYTES, 0, 1);
 		} else {
+			/* runs of non-zero blocks, leaving the zero ones as holes */
 			for (uint32_t i = 0; i < nblk && rc == 0;) {
+				const size_t bs = DEDUP_BLOCK_BYTES;
 				uint32_t j = i;
 
-				while (j < nblk && !dedup_block_is_zero(buf + (size_t)j * DEDUP_BLOCK_BYTES))
+				while (j < nblk && !dedup_block_is_zero(buf + (size_t)j * bs))
 					j++;
 				if (j > i)
-					rc = write_full(fd, buf + (size_t)i * DEDUP_BLOCK_BYTES,
-							(size_t)(j - i) * DEDUP_BLOCK_BYTES,
-							(off_t)(off + (uint64_t)i * DEDUP_BLOCK_BYTES), 0);
+					rc = write_full(fd, buf + (size_t)i * bs,
+							(size_t)(j - i) * bs,
+							(off_t)(off + (uint64_t)i * bs), 0);
 				i = j + 1;
 			}
 		}

@@ -399,7 +399,7 @@ int dedup_read_prepare(struct dedup_ctx *c, struct dedup_vol *v, uint64_t first_
 		if (rc) {
 			if (rc == -ENOENT) {
 				LOG_RATELIMITED(&io_rl, LOG_LVL_ERR,
-						"%s: block %llu names content missing from the index",
+						"%s: block %llu names content the index lacks",
 						v->name, (unsigned long long)lba);
 				rc = -EIO;
 			}
@@ -416,9 +416,9 @@ int dedup_read_prepare(struct dedup_ctx *c, struct dedup_vol *v, uint64_t first_
 		struct ctr *ct = ctr_lookup(s, LOC_CID(loc));
 
 		if (!ct) {
-			LOG_RATELIMITED(&io_rl, LOG_LVL_ERR, "%s: block %llu: container %llx missing",
-					v->name, (unsigned long long)lba,
-					(unsigned long long)LOC_CID(loc));
+			LOG_RATELIMITED(&io_rl, LOG_LVL_ERR,
+					"%s: block %llu: container %llx missing", v->name,
+					(unsigned long long)lba, (unsigned long long)LOC_CID(loc));
 			rc = -EIO;
 			goto out_unpin;
 		}

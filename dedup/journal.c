@@ -104,7 +104,9 @@ int jnl_encode(struct jbuf *jb, uint64_t gen, const struct wrec *rec)
 	uint32_t crc;
 	int rc;
 
-	max = sizeof(h) + nlen + 4 + (rec->type == JENT_WRITE ? rec->nr_blk * (1 + HASH_BYTES + 8) : 0);
+	max = sizeof(h) + nlen + 4;
+	if (rec->type == JENT_WRITE)
+		max += rec->nr_blk * (1 + HASH_BYTES + 8);
 	rc = jbuf_room(jb, max);
 	if (rc)
 		return rc;

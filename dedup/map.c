@@ -184,7 +184,8 @@ void wtx_free(struct wtx *w)
 
 static int ncent_cmp(const void *a, const void *b)
 {
-	const struct ncent *x = *(const struct ncent *const *)a, *y = *(const struct ncent *const *)b;
+	const struct ncent *x = *(const struct ncent *const *)a;
+	const struct ncent *y = *(const struct ncent *const *)b;
 
 	return x->id < y->id ? -1 : x->id > y->id;
 }

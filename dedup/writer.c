@@ -13,9 +13,10 @@
  *   5. completes every request to its context's queue.
  *
  * A checkpoint commits the open transaction: after 32768 blocks, when writes pause for 20 ms,
- * after a second (checkpoint_ms and 1/50 of it), before any other transaction (volume operations, reclaim, the collector,
- * fsck) and at close. It fdatasyncs the containers first (data durable before the index that
- * points at it), commits and syncs the index, and only then empties the journal and the overlay.
+ * after a second (checkpoint_ms and 1/50 of it), before any other transaction (volume
+ * operations, reclaim, the collector, fsck) and at close. It fdatasyncs the containers first
+ * (data durable before the index that points at it), commits and syncs the index, and only then
+ * empties the journal and the overlay.
  * LMDB commits are therefore one per thousands of blocks when the load is high, and never one
  * per 4 KiB write; ack latency has no fsync in it.
  *
@@ -73,7 +74,8 @@ void req_release_ctrs(struct dedup_req *r)
 {
 	for (uint64_t i = 0; i < r->nr_blk && r->kind == REQ_WRITE; i++) {
 		if (r->blk[i].ctr) {
-			atomic_fetch_sub_explicit(&r->blk[i].ctr->inflight, 1, memory_order_release);
+			atomic_fetch_sub_explicit(&r->blk[i].ctr->inflight, 1,
+						  memory_order_release);
 			r->blk[i].ctr = NULL;
 		}
 	}
@@ -213,7 +215,7 @@ static int apply_write(struct wtx *w, const struct wrec *rec, enum apply_mode mo
 		b->indexed = 0;
 		if (b->kind == BLK_NEW) {
 			if (mode == APPLY_OPEN && !replay_data_ok(s, b)) {
-				log_info("%s: block %llu: data never reached the disk; write dropped",
+				log_info("%s: block %llu: its data never reached the disk: dropped",
 					 rec->name, (unsigned long long)lba);
 				continue;
 			}
@@ -350,8 +352,8 @@ static int replay_one(const struct wrec *rec, void *arg)
 	if (rc)
 		return rc;
 	if (st)
-		log_info("journal: %s on %s skipped (%s)", rec->type == JENT_WRITE ? "write" : "discard",
-			 rec->name, strerror(-st));
+		log_info("journal: %s on %s skipped (%s)",
+			 rec->type == JENT_WRITE ? "write" : "discard", rec->name, strerror(-st));
 	ra->s->w->txn_blocks += rec->type == JENT_WRITE ? rec->nr_blk : 1;
 	ra->entries++;
 	/* bounded transaction memory: the node cache goes into LMDB as it fills */

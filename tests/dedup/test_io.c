@@ -225,13 +225,8 @@ static void *mt_writer(void *p)
 				a->errors++;
 				break;
 			}
-			for (unsigned e = 0; e < dedup_req_nr_extents(req[i]); e++) {
-				const struct dedup_extent *x = dedup_req_extent(req[i], e);
-
-				if (pwritev(x->fd, x->iov, (int)x->iovcnt, (off_t)x->offset_bytes) !=
-				    (ssize_t)(x->nr_blk * TB))
-					io = -EIO;
-			}
+			if (t_write_extents(req[i]))
+				io = -EIO;
 			dedup_write_submit(c, req[i], io);
 			sent++;
 			continue;

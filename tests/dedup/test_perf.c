@@ -235,7 +235,8 @@ static void btree_run(uint64_t n, enum pattern p, struct map_result *res)
 	btree_key(1, 0, key);
 	k = (MDB_val){ sizeof(key), key };
 	for (int rc = mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE);
-	     rc == 0 && ((uint8_t *)k.mv_data)[3] == 1; rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+	     rc == 0 && ((uint8_t *)k.mv_data)[3] == 1;
+	     rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
 		uint8_t nk[12], val[HASH_BYTES];
 		MDB_val k2 = { sizeof(nk), nk }, d2 = { HASH_BYTES, val };
 
