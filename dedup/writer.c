@@ -435,13 +435,15 @@ int writer_checkpoint(struct dedup_store *s)
 		return ws->broken;
 	for (int attempt = 0;; attempt++) {
 		rc = dirty_sync(ws);
-		if (rc == 0)
-			rc = meta_put_u64(ws->w.txn, s->dbi_meta, META_CKPT_GEN, ws->gen);
 		if (rc) {
 			/* the data is not durable: keep everything and try again later */
 			return rc;
 		}
-		rc = wtx_commit(&ws->w);
+		rc = meta_put_u64(ws->w.txn, s->dbi_meta, META_CKPT_GEN, ws->gen);
+		if (rc == 0)
+			rc = wtx_commit(&ws->w);
+		else
+			wtx_abort(&ws->w);
 		ws->txn_open = 0;
 		if (rc == 0)
 			break;
@@ -450,12 +452,17 @@ int writer_checkpoint(struct dedup_store *s)
 	}
 	ws->rq_len += (uint64_t)ws->w.rq_delta;
 	rc = dedup_mdb_err(mdb_env_sync(s->env, 1));
-	if (rc == 0)
-		rc = jnl_truncate(s);
 	if (rc) {
-		/* committed, but the journal must not be reused with this generation */
-		log_err("checkpoint: %s", strerror(-rc));
+		/* The commit may not be durable: the journal must stay as it is, so nothing may
+		 * be appended to it any more. */
+		log_err("checkpoint: index sync: %s; updates refused until reopened",
+			strerror(-rc));
+		ws->broken = rc;
+		return rc;
 	}
+	rc = jnl_truncate(s);
+	if (rc)
+		log_err("checkpoint: journal truncate: %s", strerror(-rc)); /* old generation */
 	ws->gen++;
 	ws->joff = 0;
 	pthread_rwlock_wrlock(&s->rd_lock);
@@ -656,16 +663,23 @@ static void process_group(struct dedup_store *s, struct group *g)
 			updates = 1;
 	}
 	if (updates) {
-		uint64_t joff0 = ws->joff;
+		uint64_t joff0 = 0;
 
 		group_reserve(s, g);
 		rc = ws->broken ? ws->broken : group_apply(s, g);
 		if (rc == 0) {
+			/* after group_apply: it may have checkpointed, emptying the journal */
+			joff0 = ws->joff;
 			rc = group_journal(s, g);
 			if (rc) {
-				/* not acknowledged, so not in the transaction either */
+				/* Not acknowledged, so not in the transaction either; and not left
+				 * half in the file, where a replay at open could find parts of it
+				 * behind entries appended later. */
 				log_err("journal append: %s", strerror(-rc));
-				txn_rebuild(s, 0);
+				if (ftruncate(s->jfd, (off_t)joff0) < 0)
+					ws->broken = -errno;
+				else
+					txn_rebuild(s, 0);
 			}
 		}
 		if (rc == 0 && ws->tight) {
