@@ -62,6 +62,7 @@ struct wstate {
 	uint64_t rq_len;        /**< items in the reclaim queue */
 	int bg_more;            /**< background work may be possible */
 	EVP_MD_CTX *md;         /**< replay's data check */
+	void *blkbuf;           /**< its block buffer (aligned for O_DIRECT containers) */
 	struct dedup_req **batch;
 	size_t cap_batch;
 };
@@ -165,19 +166,13 @@ static int replay_data_ok(struct dedup_store *s, const struct req_blk *b)
 {
 	struct ctr *c = ctr_lookup(s, LOC_CID(b->loc));
 	uint8_t h[HASH_BYTES];
-	void *buf;
-	int ok = 0;
 
 	if (!c || LOC_SLOT(b->loc) >= s->ctr_slots ||
-	    posix_memalign(&buf, DEDUP_BLOCK_BYTES, DEDUP_BLOCK_BYTES))
+	    pread(c->fd, s->w->blkbuf, DEDUP_BLOCK_BYTES,
+		  (off_t)LOC_SLOT(b->loc) * DEDUP_BLOCK_BYTES) != DEDUP_BLOCK_BYTES)
 		return 0;
-	if (pread(c->fd, buf, DEDUP_BLOCK_BYTES, (off_t)LOC_SLOT(b->loc) * DEDUP_BLOCK_BYTES) ==
-	    DEDUP_BLOCK_BYTES) {
-		dedup_sha256(s->w->md, s->sha256, buf, h);
-		ok = memcmp(h, b->hash, HASH_BYTES) == 0;
-	}
-	free(buf);
-	return ok;
+	dedup_sha256(s->w->md, s->sha256, s->w->blkbuf, h);
+	return memcmp(h, b->hash, HASH_BYTES) == 0;
 }
 
 enum apply_mode { APPLY_LIVE, APPLY_REBUILD, APPLY_OPEN };
@@ -943,7 +938,7 @@ int writer_start(struct dedup_store *s)
 	if (!s->w)
 		return -ENOMEM;
 	s->w->md = EVP_MD_CTX_new();
-	if (!s->w->md) {
+	if (!s->w->md || posix_memalign(&s->w->blkbuf, DEDUP_BLOCK_BYTES, DEDUP_BLOCK_BYTES)) {
 		rc = -ENOMEM;
 		goto err_free;
 	}
@@ -970,6 +965,7 @@ err_free:
 	wtx_free(&s->w->w);
 	dirty_sync(s->w);
 	free(s->w->dirty);
+	free(s->w->blkbuf);
 	EVP_MD_CTX_free(s->w->md);
 	free(s->w);
 	s->w = NULL;
@@ -992,6 +988,7 @@ void writer_stop(struct dedup_store *s)
 	free(s->w->dirty);
 	free(s->w->batch);
 	free(s->w->jb.buf);
+	free(s->w->blkbuf);
 	EVP_MD_CTX_free(s->w->md);
 	free(s->w);
 	s->w = NULL;
