@@ -60,7 +60,7 @@ step "Run fio inside the guest for 10 s (random read/write, verified with crc32c
 printf '$ fio --ioengine=external:%s/fio-blkfront.so --hv_dir=%s --domain=guest1 --filename=xvda --rw=randrw --bs=4k --iodepth=32 --verify=crc32c --runtime=10 --time_based ...\n' "$LIB" "$HV"
 fio --ioengine="external:$LIB/fio-blkfront.so" --hv_dir="$HV" --domain=guest1 --filename=xvda \
 	--rw=randrw --bs=4k --iodepth=32 --verify=crc32c --size=256M --runtime=10 --time_based \
-	--do_verify=1 --verify_fatal=1 --name=demo --output="$T/fio.txt" &
+	--do_verify=1 --verify_fatal=1 --verify_state_save=0 --name=demo --output="$T/fio.txt" &
 FIOPID=$!
 sleep 4
 run "$BIN/blkctl" --pool "$POOL" resize vol1 2G
@@ -70,7 +70,7 @@ grep -E 'read:|write:|err=' "$T/fio.txt" | sed 's/^/  /'
 step "The running guest saw the new size: fio writes and verifies past the old 1 GiB end"
 fio --ioengine="external:$LIB/fio-blkfront.so" --hv_dir="$HV" --domain=guest1 --filename=xvda \
 	--rw=write --bs=64k --iodepth=8 --offset=1536M --size=64M --verify=crc32c --do_verify=1 \
-	--verify_fatal=1 --name=past-old-end --output="$T/fio2.txt" ||
+	--verify_fatal=1 --verify_state_save=0 --name=past-old-end --output="$T/fio2.txt" ||
 	{ cat "$T/fio2.txt"; exit 1; }
 grep -E 'write:|err=' "$T/fio2.txt" | sed 's/^/  /'
 grep -i 'capacity' "$T/blkbackd.log" | tail -2 | sed 's/^/  blkbackd: /' || true
@@ -80,10 +80,13 @@ run "$BIN/blkctl" --pool "$POOL" stats
 
 step "Tear down"
 run "$BIN/blkctl" --pool "$POOL" detach guest1 xvda
-kill "$BBPID" && wait "$BBPID" || true
+printf '$ kill %s   # blkbackd: Closing/Closed handshake, then exit\n' "$BBPID"
+kill "$BBPID"
+wait "$BBPID" 2>/dev/null || true
 BBPID=""
 run "$BIN/hvctl" --dir "$HV" domain destroy guest1
-kill "$HVPID" && wait "$HVPID" || true
+kill "$HVPID"
+wait "$HVPID" 2>/dev/null || true
 HVPID=""
 echo
 echo "demo: done (logs were in $T, now removed)"
