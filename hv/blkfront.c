@@ -1766,6 +1766,21 @@ int blkfront_fd(const struct blkfront *bf)
 	return bf->epfd;
 }
 
+bool blkfront_has_responses(const struct blkfront *bf)
+{
+	if (!bf->rings_up)
+		return false;
+	for (unsigned int i = 0; i < bf->nr_rings; i++) {
+		const struct bf_ring *r = &bf->rings[i];
+
+		/* The backend moves rsp_prod concurrently: one relaxed load, no ordering needed
+		 * here since blkfront_process() reads it again behind its own barrier. */
+		if (__atomic_load_n(&r->fr.sring->rsp_prod, __ATOMIC_RELAXED) != r->fr.rsp_cons)
+			return true;
+	}
+	return false;
+}
+
 unsigned int blkfront_inflight(const struct blkfront *bf)
 {
 	return bf->inflight;

@@ -223,6 +223,13 @@ int blkfront_process(struct blkfront *bf);
  */
 int blkfront_wait(struct blkfront *bf, int timeout_ms);
 
+/**
+ * True when a ring holds responses not yet reaped: a check of shared memory only, no system
+ * call, for callers that poll briefly before sleeping on blkfront_fd() (lower latency at low
+ * queue depth, at the price of a busy CPU). Responses found are reaped by blkfront_process().
+ */
+bool blkfront_has_responses(const struct blkfront *bf);
+
 /** Requests accepted and not yet completed (on a ring or held for a slot). */
 unsigned int blkfront_inflight(const struct blkfront *bf);
 

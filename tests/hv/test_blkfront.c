@@ -952,7 +952,21 @@ static void test_backpressure(void)
 	/* Let the backend take the 32 it can see, then release: everything completes, in order
 	 * of submission within what the ring carried. */
 	CU_ASSERT_FATAL(wait_held(bf, b, 32));
+	CU_ASSERT_FALSE(blkfront_has_responses(bf)); /* the backend holds every one */
 	fb_cmd(b, 'x');
+	{
+		/* Responses show in shared memory before anything is reaped. */
+		struct timespec t0, t;
+		bool seen = false;
+
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		do {
+			seen = blkfront_has_responses(bf);
+			clock_gettime(CLOCK_MONOTONIC, &t);
+		} while (!seen && t.tv_sec - t0.tv_sec < 5);
+		CU_ASSERT_TRUE(seen);
+		CU_ASSERT_EQUAL(log.n, 0);
+	}
 	CU_ASSERT_TRUE(wait_done(bf, &log, accepted));
 	CU_ASSERT_EQUAL(log.n, accepted);
 	for (unsigned int i = 0; i < accepted && i < MAX_DONE; i++) {
