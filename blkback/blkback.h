@@ -27,6 +27,7 @@ struct blkback_opts {
 	unsigned max_queues;         /**< advertised multi-queue-max-queues; 0 = online CPUs */
 	unsigned max_indirect_segs;  /**< advertised feature-max-indirect-segments, 0 or 12..256 */
 	int persistent;              /**< advertise feature-persistent */
+	unsigned poll_us;            /**< spin this long for work before a ring thread sleeps (0: off) */
 	int no_direct;               /**< open volumes without O_DIRECT */
 };
 

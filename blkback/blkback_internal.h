@@ -295,6 +295,7 @@ struct bb_ring {
 	unsigned submitted;        /**< target I/Os queued since the last commit */
 
 	/* Control. */
+	uint64_t poll_ns; /**< adaptive polling: spin this long for work before sleeping (0: off) */
 	int stopping;  /**< atomic: stop consuming, finish in-flight, exit */
 	int dead;      /**< the frontend broke the ring protocol: consume nothing more */
 	int stop_efd;  /**< eventfd the control thread writes to wake the thread */

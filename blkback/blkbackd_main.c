@@ -36,6 +36,8 @@ static void usage(FILE *f)
 		"  --max-indirect-segments N  segments of an indirect request, 0 (off) or 12..256\n"
 		"                           (default 256)\n"
 		"  --no-persistent          do not offer persistent grants\n"
+		"  --poll-us N              spin up to N microseconds for work before a ring\n"
+		"                           thread sleeps (default 0: off)\n"
 		"  --no-direct              do not open volumes with O_DIRECT\n"
 		"  --log-level LEVEL        err, warn, info (default) or debug\n");
 }
@@ -52,6 +54,7 @@ int main(int argc, char **argv)
 		{ "no-direct", no_argument, NULL, 'n' },
 		{ "max-indirect-segments", required_argument, NULL, 'i' },
 		{ "no-persistent", no_argument, NULL, 'P' },
+		{ "poll-us", required_argument, NULL, 'u' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -112,6 +115,13 @@ int main(int argc, char **argv)
 			break;
 		case 'P':
 			o.persistent = 0;
+			break;
+		case 'u':
+			if (util_parse_u64(optarg, 0, 10000, &v) < 0) {
+				fprintf(stderr, "blkbackd: --poll-us must be 0..10000\n");
+				return 2;
+			}
+			o.poll_us = (unsigned)v;
 			break;
 		case 'l':
 			if (log_set_level(optarg) < 0) {

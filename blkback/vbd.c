@@ -174,6 +174,7 @@ static int ring_setup(struct bb_vbd *v, struct bb_ring *r, unsigned qidx,
 	r->max_segs = bb->opts.max_indirect_segs > BB_DIRECT_SEGS ? bb->opts.max_indirect_segs
 								    : BB_DIRECT_SEGS;
 	r->persistent = v->persistent;
+	r->poll_ns = (uint64_t)bb->opts.poll_us * 1000;
 	r->stop_efd = -1;
 	r->nr_pages = d->nr_pages;
 	r->remote_port = d->port;

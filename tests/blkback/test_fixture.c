@@ -116,6 +116,7 @@ int fix_start_bb(struct bb_fix *f)
 		o.pool = f->pool;
 		o.max_queues = 4;
 		o.no_direct = 1;
+		o.poll_us = f->poll_us;
 		rc = blkback_new(&bb, &o);
 		if (rc < 0)
 			_exit(3);
@@ -130,10 +131,12 @@ int fix_start_bb(struct bb_fix *f)
 int fix_start(struct bb_fix *f)
 {
 	static int seq;
+	unsigned poll_us = f->poll_us;
 	char path[256];
 	int rc;
 
 	memset(f, 0, sizeof(*f));
+	f->poll_us = poll_us;
 	snprintf(f->dir, sizeof(f->dir), "%s/bb%d", harness_tmpdir(), ++seq);
 	snprintf(f->hv_dir, sizeof(f->hv_dir), "%s/hv", f->dir);
 	snprintf(f->pool, sizeof(f->pool), "%s/pool", f->dir);

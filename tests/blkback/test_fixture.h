@@ -20,6 +20,7 @@ struct bb_fix {
 	char hv_dir[192];
 	char pool[192];
 	struct xs_handle *xs; /**< dom0 xenstore, for inspecting nodes */
+	unsigned poll_us;     /**< blkbackd's adaptive polling (set before fix_start; kept) */
 };
 
 /** Start hvsimd and blkbackd in a new directory; returns once both accept. 0 or -errno. */
