@@ -19,7 +19,7 @@
 struct blkback;
 
 struct blkback_opts {
-	const char *hv_dir;          /**< the sim's directory (hvsimd --dir); unused for HV_KIND_XEN */
+	const char *hv_dir;          /**< the sim's directory (hvsimd --dir); unused for xen */
 	const char *pool;            /**< the pool directory */
 	enum hv_kind hv_kind;        /**< sim (default) or xen */
 	enum target_engine engine;   /**< io_uring (default) or libaio */
@@ -27,7 +27,7 @@ struct blkback_opts {
 	unsigned max_queues;         /**< advertised multi-queue-max-queues; 0 = online CPUs */
 	unsigned max_indirect_segs;  /**< advertised feature-max-indirect-segments, 0 or 12..256 */
 	int persistent;              /**< advertise feature-persistent */
-	unsigned poll_us;            /**< spin this long for work before a ring thread sleeps (0: off) */
+	unsigned poll_us;            /**< spin this long for work before sleeping (0: off) */
 	int no_direct;               /**< open volumes without O_DIRECT */
 };
 

@@ -54,14 +54,15 @@ struct bb_ctl_conn;
 
 #define BB_SECT_SHIFT 9                   /**< ring units are 512-byte sectors */
 #define BB_SECT_PER_PAGE (HV_PAGE_SIZE >> BB_SECT_SHIFT)
-#define BB_MAX_RING_PAGE_ORDER 4          /**< 16 pages, 512 slots, Linux's XENBUS_MAX_RING_GRANT_ORDER */
+#define BB_MAX_RING_PAGE_ORDER 4          /**< 16 pages, 512 slots (as Linux blkback) */
 #define BB_MAX_RING_PAGES (1u << BB_MAX_RING_PAGE_ORDER)
 #define BB_MAX_QUEUES 32                  /**< cap on multi-queue-max-queues */
 #define BB_DIRECT_SEGS BLKIF_MAX_SEGMENTS_PER_REQUEST
 #define BB_MAX_SEGS 256                   /**< most indirect segments offered (Linux's value) */
 /** Segments one indirect page holds (4096 / 8 = 512). */
 #define BB_SEGS_PER_INDIRECT_PAGE (HV_PAGE_SIZE / sizeof(struct blkif_request_segment))
-#define BB_MAX_INDIRECT_PAGES ((BB_MAX_SEGS + BB_SEGS_PER_INDIRECT_PAGE - 1) / BB_SEGS_PER_INDIRECT_PAGE)
+#define BB_MAX_INDIRECT_PAGES                                                                      \
+	((BB_MAX_SEGS + BB_SEGS_PER_INDIRECT_PAGE - 1) / BB_SEGS_PER_INDIRECT_PAGE)
 #define BB_MAX_PGNT 2048u                 /**< persistent grants kept per ring (LRU beyond) */
 #define BB_PGNT_UNUSED_NS (60ull * 1000000000) /**< unmapped after this long unused (Linux: 60 s) */
 #define BB_CLOSE_TIMEOUT_MS 5000          /**< how long a detach/shutdown waits for a frontend */
@@ -87,8 +88,8 @@ static inline uint64_t bb_cnt_get(const uint64_t *c)
 
 /** What the vbd allows, as the ring thread sees it for one request. */
 struct bb_limits {
-	uint64_t size_sect;       /**< disk size in 512-byte sectors (read atomically per request) */
-	uint32_t logical_block;   /**< sector-size in bytes: offsets and lengths must be multiples */
+	uint64_t size_sect;       /**< disk size in 512-byte sectors (read atomically) */
+	uint32_t logical_block;   /**< sector-size in bytes: offsets and lengths are multiples */
 	unsigned ro : 1;          /**< read-only attach: no WRITE, no DISCARD, no data on FLUSH */
 	unsigned discard : 1;     /**< feature-discard advertised */
 	unsigned barrier : 1;     /**< feature-barrier advertised */
@@ -106,7 +107,7 @@ struct bb_seg {
 struct bb_parsed {
 	uint64_t id;          /**< echoed in the response */
 	uint8_t op;           /**< BLKIF_OP_*, echoed in the response */
-	uint8_t discard_flag; /**< BLKIF_DISCARD_SECURE or 0 (ignored: discard-secure is not offered) */
+	uint8_t discard_flag; /**< BLKIF_DISCARD_SECURE or 0 (ignored: no discard-secure) */
 	uint8_t indirect;     /**< INDIRECT: seg[] still to be read from the indirect pages */
 	uint8_t nr_indirect;  /**< indirect pages in indirect_grefs[] */
 	uint64_t sector;      /**< first sector (512-byte units) */
@@ -197,7 +198,7 @@ void bb_stats_add(struct bb_stats *dst, const struct bb_stats *src);
  * ---- ring.c: one shared ring, its thread and its request path ----
  */
 
-/** Seams for the parts that need a hypervisor, so the request path runs on plain memory in tests. */
+/** The parts that need a hypervisor: seams, so the request path runs on plain memory in tests. */
 struct bb_ring_ops {
 	/** As hv_gnttab_map_pages: returns the number of failed pages, status[i] per page. */
 	int (*map)(struct bb_ring *r, uint32_t count, const grant_ref_t *refs, unsigned prot,
@@ -255,7 +256,7 @@ struct bb_ring {
 	grant_ref_t ring_refs[BB_MAX_RING_PAGES];
 	evtchn_port_t remote_port;
 
-	/* Hypervisor handles (opened by the control thread, used by the ring thread while it runs). */
+	/* Hypervisor handles (opened by the control thread, used by the ring thread meanwhile). */
 	struct hv_gnttab *gnt;
 	struct hv_evtchn *evt;
 	evtchn_port_t port; /**< local port */

@@ -77,13 +77,15 @@ int main(int argc, char **argv)
 			break;
 		case 'H':
 			if (hv_kind_parse(optarg, &o.hv_kind) < 0) {
-				fprintf(stderr, "blkbackd: --hv must be sim or xen, not '%s'\n", optarg);
+				fprintf(stderr, "blkbackd: --hv must be sim or xen, not '%s'\n",
+					optarg);
 				return 2;
 			}
 			break;
 		case 'e':
 			if (target_engine_parse(optarg, &o.engine) < 0) {
-				fprintf(stderr, "blkbackd: --engine must be io_uring or libaio, not '%s'\n",
+				fprintf(stderr,
+					"blkbackd: --engine must be io_uring or libaio, not '%s'\n",
 					optarg);
 				return 2;
 			}

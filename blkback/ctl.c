@@ -190,7 +190,8 @@ static int field_domain(json_object *req, int required, char *buf, size_t len, c
 	json_object *f;
 
 	buf[0] = '\0';
-	if (!json_object_object_get_ex(req, "domain", &f) || json_object_is_type(f, json_type_null)) {
+	if (!json_object_object_get_ex(req, "domain", &f) ||
+	    json_object_is_type(f, json_type_null)) {
 		if (!required)
 			return 0;
 		snprintf(why, why_len, "the request needs \"domain\"");
@@ -237,8 +238,9 @@ static json_object *cmd_ping(struct bb_ctl_conn *c)
 	json_object *o = reply_ok();
 
 	json_object_object_add(o, "pid", json_object_new_int((int)getpid()));
-	json_object_object_add(o, "hv_dir",
-			       json_object_new_string(c->bb->opts.hv_dir ? c->bb->opts.hv_dir : ""));
+	const char *dir = c->bb->opts.hv_dir ? c->bb->opts.hv_dir : "";
+
+	json_object_object_add(o, "hv_dir", json_object_new_string(dir));
 	return o;
 }
 
@@ -288,8 +290,8 @@ static json_object *cmd_detach(struct bb_ctl_conn *c, json_object *req)
 	    (rc = field_str(req, "vdev", 1, &vdev, why, sizeof(why))) < 0)
 		return reply_err(rc, why);
 	if (bb_vdev_to_devid(vdev, &devid) < 0) {
-		snprintf(why, sizeof(why), "'%.32s' is not a Xen virtual disk name (xvda, xvdb, ...)",
-			 vdev);
+		snprintf(why, sizeof(why),
+			 "'%.32s' is not a Xen virtual disk name (xvda, xvdb, ...)", vdev);
 		return reply_err(-EINVAL, why);
 	}
 	rc = resolve_domain(bb, dom, &domid, why, sizeof(why));
@@ -403,7 +405,8 @@ static json_object *cmd_stats(struct bb_ctl_conn *c, json_object *req)
 	one = dom[0] || vdev;
 	if (one) {
 		if (!dom[0] || !vdev)
-			return reply_err(-EINVAL, "stats of one disk needs both \"domain\" and \"vdev\"");
+			return reply_err(-EINVAL,
+					 "stats of one disk needs both \"domain\" and \"vdev\"");
 		if (bb_vdev_to_devid(vdev, &devid) < 0) {
 			snprintf(why, sizeof(why),
 				 "'%.32s' is not a Xen virtual disk name (xvda, xvdb, ...)", vdev);

@@ -215,7 +215,7 @@ int bb_req_parse(const union bb_req_slot *slot, const struct bb_limits *lim,
 {
 	const struct blkif_request *rq = &slot->rw;
 
-	/* id sits at offset 8 in every request layout, so even an unknown opcode can be answered. */
+	/* id is at offset 8 in every request layout: even an unknown opcode can be answered. */
 	out->id = rq->id;
 	out->op = rq->operation;
 	out->discard_flag = 0;

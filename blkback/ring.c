@@ -406,7 +406,8 @@ static void ring_complete(struct bb_ring *r, struct bb_req *q, int status)
 			bb_cnt_add(&r->st.wr_sect, q->nr_sect);
 			bb_hist_record(&r->st.wr_lat, lat);
 		} else if (q->op != BLKIF_OP_DISCARD) {
-			bb_cnt_add(&r->st.wr_sect, q->nr_sect); /* data carried by a flush or barrier */
+			/* data carried by a flush or barrier */
+			bb_cnt_add(&r->st.wr_sect, q->nr_sect);
 		}
 	}
 	if (q->op == BLKIF_OP_WRITE_BARRIER)
@@ -627,8 +628,8 @@ static int ring_read_indirect(struct bb_ring *r, struct bb_parsed *p, const stru
 	if (rc < 0) {
 		LOG_RATELIMITED(&r->rl, LOG_LVL_WARN,
 				"%s: request id %llu: indirect page grant ref %u refused: %s",
-				r->name, (unsigned long long)p->id, (unsigned)p->indirect_grefs[bad],
-				hv_strerror(rc));
+				r->name, (unsigned long long)p->id,
+				(unsigned)p->indirect_grefs[bad], hv_strerror(rc));
 		*why = "an indirect page's grant was refused";
 		return rc;
 	}
@@ -661,10 +662,10 @@ static void ring_handle(struct bb_ring *r, const union bb_req_slot *slot,
 	if (rc == 0 && p.indirect)
 		rc = ring_read_indirect(r, &p, lim, &why);
 	if (rc < 0) {
-		LOG_RATELIMITED(&r->rl, LOG_LVL_WARN, "%s: bad request id %llu (%s): %s; answered %s",
-				r->name, (unsigned long long)p.id,
-				bb_op_name(p.op, opbuf, sizeof(opbuf)), why,
-				rc == -EOPNOTSUPP ? "not supported" : "error");
+		LOG_RATELIMITED(&r->rl, LOG_LVL_WARN,
+				"%s: bad request id %llu (%s): %s; answered %s", r->name,
+				(unsigned long long)p.id, bb_op_name(p.op, opbuf, sizeof(opbuf)),
+				why, rc == -EOPNOTSUPP ? "not supported" : "error");
 		ring_respond(r, p.id, p.op, bb_req_status(rc));
 		return;
 	}
@@ -711,9 +712,9 @@ static void ring_handle(struct bb_ring *r, const union bb_req_slot *slot,
 			q->nsteps = 1;
 		} else {
 			/*
-			 * Linux blkfront sends REQ_PREFLUSH|REQ_FUA writes as FLUSH_DISKCACHE with data:
-			 * earlier writes must be stable before this one (pre-flush), and this one
-			 * stable when acknowledged (post-flush).
+			 * Linux blkfront sends REQ_PREFLUSH|REQ_FUA writes as FLUSH_DISKCACHE
+			 * with data: earlier writes must be stable before this one (pre-flush),
+			 * and this one stable when acknowledged (post-flush).
 			 */
 			q->steps[0] = TARGET_OP_FLUSH;
 			q->steps[1] = TARGET_OP_WRITE;
@@ -733,7 +734,7 @@ static void ring_handle(struct bb_ring *r, const union bb_req_slot *slot,
 		}
 	}
 	if (p.op == BLKIF_OP_WRITE_BARRIER) {
-		/* Every earlier request completes before the barrier starts (drained in the pass). */
+		/* Every earlier request completes before the barrier starts (see the pass). */
 		r->barrier = q;
 		r->barrier_active = 1;
 		return;
@@ -815,8 +816,9 @@ int bb_ring_pass(struct bb_ring *r)
 		int n = target_queue_commit(r->tq);
 
 		if (n < 0)
-			LOG_RATELIMITED(&r->rl, LOG_LVL_ERR, "%s: submitting to the target failed: %s",
-					r->name, strerror(-n));
+			LOG_RATELIMITED(&r->rl, LOG_LVL_ERR,
+					"%s: submitting to the target failed: %s", r->name,
+					strerror(-n));
 		r->submitted = 0;
 	}
 

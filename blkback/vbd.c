@@ -23,7 +23,7 @@ static struct bb_vol *vol_find(struct blkback *bb, const char *name)
 	return NULL;
 }
 
-/* Open @name's target: writable when the file allows it (a read-only attach is enforced per vbd). */
+/* Open @name's target: writable when the file allows (a read-only attach is enforced per vbd). */
 static int vol_open_target(struct blkback *bb, const char *name, struct target **t)
 {
 	struct target_open_opts o = { .engine = bb->opts.engine, .no_direct = bb->opts.no_direct };

@@ -62,7 +62,7 @@ int bb_vdev_to_devid(const char *vdev, uint32_t *devid)
 
 	if (strncmp(vdev, "xvd", 3) != 0)
 		return -EINVAL;
-	/* Disk letters count like spreadsheet columns: a..z, aa..zz, aaa.. (Xen's vbd-interface). */
+	/* Disk letters count like spreadsheet columns: a..z, aa..zz, aaa.. (vbd-interface). */
 	for (p = vdev + 3; *p >= 'a' && *p <= 'z'; p++) {
 		if (++letters > 4)
 			return -EINVAL;
@@ -615,7 +615,8 @@ static void vbd_connect(struct bb_vbd *v)
 	LOG_RATELIMITED(&v->rl, LOG_LVL_INFO,
 			"%s: connected: %llu sectors of %u bytes%s, %u queue%s, ring of %u page%s "
 			"(%u requests)%s",
-			v->name, (unsigned long long)__atomic_load_n(&v->size_sect, __ATOMIC_RELAXED),
+			v->name,
+			(unsigned long long)__atomic_load_n(&v->size_sect, __ATOMIC_RELAXED),
 			v->logical_block, v->ro ? ", read-only" : "", nr, nr > 1 ? "s" : "",
 			d[0].nr_pages, d[0].nr_pages > 1 ? "s" : "", v->rings[0].nr_reqs,
 			v->persistent ? ", persistent grants" : "");
@@ -691,7 +692,8 @@ static void frontend_changed(struct bb_vbd *v)
 		fs = XenbusStateUnknown; /* the frontend's node is gone */
 	} else if (util_parse_u64(s, 0, XenbusStateReconfigured, &st) < 0) {
 		LOG_RATELIMITED(&v->rl, LOG_LVL_WARN,
-				"%s: frontend state '%.16s' is not a XenbusState; ignored", v->name, s);
+				"%s: frontend state '%.16s' is not a XenbusState; ignored", v->name,
+				s);
 		free(s);
 		return;
 	} else {
@@ -740,7 +742,7 @@ static void frontend_changed(struct bb_vbd *v)
 	case XenbusStateUnknown:
 		bb_vbd_disconnect(v);
 		if (!domain_alive(bb, v->domid)) {
-			/* The domain was destroyed without a detach: clean up as a toolstack would. */
+			/* Destroyed without a detach: clean up as a toolstack would. */
 			log_info("%s: domain %u is gone", v->name, v->domid);
 			vbd_remove(v, 0);
 			return;
@@ -1047,8 +1049,8 @@ static int attach_check_vol(struct blkback *bb, xs_transaction_t t, struct attac
 						 a->vol, doms[i], dev ? dev : devs[j]);
 				else
 					snprintf(a->why, a->why_len,
-						 "volume %s is already attached to domain %s as %s; "
-						 "a writable attach must be its only one",
+						 "volume %s is already attached to domain %s as "
+						 "%s; a writable attach must be its only one",
 						 a->vol, doms[i], dev ? dev : devs[j]);
 				rc = -EBUSY;
 			}
@@ -1272,7 +1274,8 @@ void bb_xenbus_free_all(struct blkback *bb)
 		struct bb_vbd *v = bb->vbds;
 
 		if (v->be_state == XenbusStateClosing) {
-			log_warn("%s: frontend did not close within %d ms (it is %s); closing anyway",
+			log_warn("%s: frontend did not close within %d ms (it is %s); "
+				 "closing anyway",
 				 v->name, BB_CLOSE_TIMEOUT_MS, bb_xenbus_state_name(v->fe_state));
 			bb_xenbus_switch(v, XenbusStateClosed);
 		}

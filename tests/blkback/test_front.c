@@ -71,7 +71,8 @@ int tf_open(struct tf **out, const char *hv_dir, const char *domain, const char 
 		goto err;
 	for (unsigned i = 0; i < TF_MAX_DATA; i++) {
 		rc = hv_guest_alloc_gref(f->hv, &f->data_refs[i]);
-		rc = rc ?: hv_guest_grant(f->hv, f->data_refs[i], f->backend_id, f->data_frame + i, 0);
+		rc = rc ?: hv_guest_grant(f->hv, f->data_refs[i], f->backend_id,
+					  f->data_frame + i, 0);
 		if (rc < 0)
 			goto err;
 	}
@@ -261,7 +262,8 @@ int tf_connect(struct tf *f, const struct tf_opts *o)
 		FRONT_RING_INIT(&q->fr, s, (size_t)pages * HV_PAGE_SIZE);
 		for (unsigned i = 0; i < pages; i++) {
 			rc = hv_guest_alloc_gref(f->hv, &q->refs[i]);
-			rc = rc ?: hv_guest_grant(f->hv, q->refs[i], f->backend_id, q->frame + i, 0);
+			rc = rc ?: hv_guest_grant(f->hv, q->refs[i], f->backend_id, q->frame + i,
+						  0);
 			if (rc < 0)
 				return rc;
 		}

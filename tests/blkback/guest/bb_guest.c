@@ -94,8 +94,9 @@ static int expect(struct tf *f, const char *what, uint8_t op, uint8_t nseg, uint
 		return 1;
 	}
 	if (rsp.id != id || rsp.status != want) {
-		fprintf(stderr, "hostile: %s: answered id %llu status %d, wanted id %llu status %d\n",
-			what, (unsigned long long)rsp.id, rsp.status, (unsigned long long)id, want);
+		fprintf(stderr,
+			"hostile: %s: answered id %llu status %d, wanted id %llu status %d\n", what,
+			(unsigned long long)rsp.id, rsp.status, (unsigned long long)id, want);
 		return 1;
 	}
 	return 0;
@@ -231,8 +232,8 @@ static int run_hostile(void)
 				       -1, BLKIF_RSP_ERROR);
 		bad += expect_indirect(f, "indirect segment last_sect 9", BLKIF_OP_WRITE, 30, 0, ip,
 				       17, BLKIF_RSP_ERROR);
-		bad += expect_indirect(f, "indirect past the end", BLKIF_OP_READ, 30, f->sectors - 8,
-				       ip, -1, BLKIF_RSP_ERROR);
+		bad += expect_indirect(f, "indirect past the end", BLKIF_OP_READ, 30,
+				       f->sectors - 8, ip, -1, BLKIF_RSP_ERROR);
 		n += 6;
 		bad += expect_indirect(f, "valid indirect write", BLKIF_OP_WRITE, 60, 0, ip, -1,
 				       BLKIF_RSP_OKAY);
@@ -404,7 +405,8 @@ static int run_check(void)
 		if (pread(fd, got, BLOCK, (off_t)(b * BLOCK)) != BLOCK ||
 		    memcmp(want, got, BLOCK) != 0) {
 			if (bad < 10)
-				fprintf(stderr, "check: acknowledged block %llu is not on disk\n", b);
+				fprintf(stderr, "check: acknowledged block %llu is not on disk\n",
+					b);
 			bad++;
 		}
 		n++;
@@ -465,12 +467,18 @@ static int run_ctl(const char *req)
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "hv-dir", required_argument, NULL, 'd' }, { "domain", required_argument, NULL, 'n' },
-		{ "vdev", required_argument, NULL, 'v' },   { "log", required_argument, NULL, 'l' },
-		{ "image", required_argument, NULL, 'i' },  { "pool", required_argument, NULL, 'p' },
-		{ "count", required_argument, NULL, 'c' },  { "depth", required_argument, NULL, 'q' },
-		{ "min", required_argument, NULL, 'm' },    { "vol", required_argument, NULL, 'V' },
-		{ "size", required_argument, NULL, 's' },   { NULL, 0, NULL, 0 },
+		{ "hv-dir", required_argument, NULL, 'd' },
+		{ "domain", required_argument, NULL, 'n' },
+		{ "vdev", required_argument, NULL, 'v' },
+		{ "log", required_argument, NULL, 'l' },
+		{ "image", required_argument, NULL, 'i' },
+		{ "pool", required_argument, NULL, 'p' },
+		{ "count", required_argument, NULL, 'c' },
+		{ "depth", required_argument, NULL, 'q' },
+		{ "min", required_argument, NULL, 'm' },
+		{ "vol", required_argument, NULL, 'V' },
+		{ "size", required_argument, NULL, 's' },
+		{ NULL, 0, NULL, 0 },
 	};
 	struct sigaction sa = { .sa_handler = on_signal };
 	const char *mode;
