@@ -768,7 +768,7 @@ static void backend_check(struct blkback *bb, domid_t domid, uint32_t devid)
 	char *params = xreadf(bb, XBT_NULL, "/local/domain/%u/backend/vbd/%u/%u/params",
 			      hv_domid(bb->hv), domid, devid);
 
-	if (!v && fe && params)
+	if (!v && fe && params && !bb->shutting_down)
 		vbd_probe(bb, domid, devid);
 	else if (v && !fe && !v->detaching) {
 		log_info("%s: backend directory removed", v->name);
