@@ -6,7 +6,8 @@ set -eu
 PKGS="build-essential pkg-config clang libclang-rt-14-dev
 libxen-dev xenstore-utils
 liburing-dev libaio-dev liblmdb-dev lmdb-utils libssl-dev libcunit1-dev libjson-c-dev
-fio dpkg-dev python3"
+fio dpkg-dev python3
+nbdkit qemu-system-common linux-perf"
 
 missing=""
 for p in $PKGS; do
