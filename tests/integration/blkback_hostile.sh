@@ -10,6 +10,7 @@ set -eu
 BIN=${SLUICE_BIN:?run through tests/run.sh}
 LIB=${SLUICE_LIB:?run through tests/run.sh}
 GUEST="$BIN/../tests/bb-guest"
+. "${SLUICE_TOP:-.}/tests/integration/lib/fio.sh"
 T=$(mktemp -d /tmp/sluice-bb-hostile.XXXXXX)
 HV="$T/hv"
 POOL="$T/pool"
@@ -59,7 +60,7 @@ wait_sock "$POOL/blkbackd.sock"
 ctl '{"cmd":"attach","vol":"vgood","domain":"good","vdev":"xvda"}' || fail "attach good"
 ctl '{"cmd":"attach","vol":"vevil","domain":"evil","vdev":"xvda"}' || fail "attach evil"
 
-fio --ioengine="external:$LIB/fio-blkfront.so" --hv_dir="$HV" --domain=good \
+engine_fio --hv_dir="$HV" --domain=good \
 	--filename=xvda --name=good --rw=randrw --bs=4k --iodepth=16 --size=32M \
 	--verify=crc32c --do_verify=1 --verify_fatal=1 --output="$T/fio.out" 2>"$T/fio.log" &
 FIOPID=$!

@@ -1,0 +1,16 @@
+# fio.sh - sourced by integration tests that run fio through build/lib/fio-blkfront.so.
+#
+# engine_fio ARGS...: fio with the engine loaded. Under SANITIZE=1 the engine links ASan/UBSan,
+# whose runtimes must come first in the (uninstrumented) fio process, so they are preloaded; fio
+# itself leaks a few bytes at exit, so leak reports are off for fio (the library's leaks are
+# caught by its unit tests under LeakSanitizer). env execs fio, so a background call's $! is fio.
+# Verify state files are not written (they would land in the caller's directory).
+# Needs LIB (build/lib).
+
+ENGINE_FIO_PRELOAD=$(ldd "$LIB/fio-blkfront.so" | awk '/lib(a|ub)san/ { printf "%s ", $3 }')
+ENGINE_FIO_ASAN="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+
+engine_fio() {
+	env LD_PRELOAD="$ENGINE_FIO_PRELOAD" ASAN_OPTIONS="$ENGINE_FIO_ASAN" \
+		fio --ioengine="external:$LIB/fio-blkfront.so" --verify_state_save=0 "$@"
+}
