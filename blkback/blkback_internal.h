@@ -405,6 +405,7 @@ struct blkback {
 	struct bb_vbd *vbds;
 	struct bb_vol *vols;
 	struct bb_ctl_conn *conns;
+	struct dedup_store *dedup; /**< POOL/dedup, open while the daemon runs (ctl_dedup.c) */
 	unsigned max_queues;
 	int shutting_down;
 	uint64_t shutdown_deadline_ns;
@@ -533,6 +534,20 @@ void bb_timer_update(struct blkback *bb);
  */
 
 /** Bind and listen on POOL/blkbackd.sock and add it to the loop. Returns 0 or -errno. */
+/** Open (creating if missing) the pool's dedup store into bb->dedup. Returns 0 or -errno. */
+int bb_dedup_start(struct blkback *bb);
+
+/** Close bb->dedup (every dedup target must be closed). */
+void bb_dedup_stop(struct blkback *bb);
+
+struct json_object;
+
+/**
+ * Answer control command @cmd if it is one of the dedup commands (ctl.h), else return NULL.
+ * The answer is a new JSON object the caller sends and puts.
+ */
+struct json_object *bb_ctl_dedup(struct blkback *bb, const char *cmd, struct json_object *req);
+
 int bb_ctl_start(struct blkback *bb);
 
 /** Stop accepting connections and remove the socket file (connections stay). */

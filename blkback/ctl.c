@@ -484,6 +484,8 @@ static void handle_line(struct bb_ctl_conn *c, const char *line)
 		ans = cmd_stats(c, req);
 	} else if (strcmp(cmd, "attached") == 0) {
 		ans = cmd_attached(c, req);
+	} else if ((ans = bb_ctl_dedup(c->bb, cmd, req))) {
+		/* a dedup command (ctl_dedup.c) */
 	} else if (strcmp(cmd, "attach") != 0 && strcmp(cmd, "detach") != 0 &&
 		   strcmp(cmd, "resize") != 0) {
 		snprintf(why, sizeof(why), "unknown command '%.32s'", cmd);

@@ -451,6 +451,44 @@ out_unlock:
 	return rc;
 }
 
+int pool_vol_add_meta(const char *pool, const char *name, uint64_t size_bytes,
+		      const char *store)
+{
+	struct pool_vol v;
+	int lock, rc;
+
+	if (!pool_vol_name_ok(name) || !size_ok(size_bytes) || !store || !store[0] ||
+	    strlen(store) >= sizeof(v.store))
+		return -EINVAL;
+	rc = pool_init(pool);
+	if (rc < 0)
+		return rc;
+	lock = lock_pool(pool);
+	if (lock < 0)
+		return lock;
+	rc = meta_exists(pool, name);
+	if (rc != 0) {
+		rc = rc > 0 ? -EEXIST : rc;
+		goto out_unlock;
+	}
+	memset(&v, 0, sizeof(v));
+	snprintf(v.name, sizeof(v.name), "%s", name);
+	snprintf(v.store, sizeof(v.store), "%s", store);
+	v.size_bytes = size_bytes;
+	v.created = (int64_t)time(NULL);
+	rc = meta_write(pool, &v);
+out_unlock:
+	unlock_pool(lock);
+	return rc;
+}
+
+int pool_dedup_path(const char *pool, char *buf, unsigned len)
+{
+	int n = snprintf(buf, len, "%s/dedup", pool);
+
+	return n < 0 || (unsigned)n >= len ? -ENAMETOOLONG : 0;
+}
+
 int pool_vol_delete(const char *pool, const char *name)
 {
 	char meta[PATH_MAX], img[PATH_MAX];

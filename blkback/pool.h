@@ -6,6 +6,8 @@
  *   POOL/vols/<name>.json   volume metadata: {"name","size","store","created"} (json-c)
  *   POOL/blkbackd.sock      control socket of the running blkbackd (see ctl.h)
  *   POOL/blkbackd.lock      flock'd by the running blkbackd
+ *   POOL/dedup/             the dedup store (dedup/dedup.h) holding every volume of store
+ *                           "dedup": their blocks and snapshots; the .json is their metadata
  * Volume names: [A-Za-z0-9_.-], 1..63 characters, not starting with '.'.
  * Metadata files are replaced atomically (write temp, fsync, rename). The metadata file is the
  * commit point: a volume exists when its .json does. Writers serialise on flock(POOL/vols/.lock),
@@ -17,11 +19,12 @@
 #include <stdint.h>
 
 #define POOL_VOL_NAME_MAX 63
+#define POOL_STORE_DEDUP "dedup"
 
 struct pool_vol {
 	char name[POOL_VOL_NAME_MAX + 1];
 	uint64_t size_bytes; /**< the volume's size as recorded */
-	char store[16];	     /**< "raw" (later "dedup") */
+	char store[16];	     /**< POOL_STORE_RAW or POOL_STORE_DEDUP */
 	int64_t created;     /**< unix time */
 };
 
@@ -37,6 +40,16 @@ int pool_init(const char *pool);
  * or size), -EFBIG (larger than the file system allows), -ENOSPC or -errno.
  */
 int pool_vol_create(const char *pool, const char *name, uint64_t size_bytes);
+
+/**
+ * Record metadata only for volume @name of @store (the data lives elsewhere: the dedup store
+ * creates it first). Size rules as pool_vol_create(). Returns 0, -EEXIST, -EINVAL or -errno.
+ */
+int pool_vol_add_meta(const char *pool, const char *name, uint64_t size_bytes,
+		      const char *store);
+
+/** Path of the pool's dedup store directory (POOL/dedup) into @buf. 0 or -ENAMETOOLONG. */
+int pool_dedup_path(const char *pool, char *buf, unsigned len);
 
 /**
  * Remove a volume's data and metadata. Returns 0, -ENOENT if unknown, -EINVAL for a bad name or

@@ -5,6 +5,7 @@
  */
 #define LOG_TAG "blkback"
 #include "blkback/blkback_internal.h"
+#include "blkback/target_dedup.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -27,9 +28,15 @@ static struct bb_vol *vol_find(struct blkback *bb, const char *name)
 static int vol_open_target(struct blkback *bb, const char *name, struct target **t)
 {
 	struct target_open_opts o = { .engine = bb->opts.engine, .no_direct = bb->opts.no_direct };
+	struct pool_vol pv;
 	char path[512];
 	int rc;
 
+	rc = pool_vol_get(bb->opts.pool, name, &pv);
+	if (rc < 0)
+		return rc;
+	if (strcmp(pv.store, POOL_STORE_DEDUP) == 0)
+		return bb->dedup ? target_dedup_open(bb->dedup, name, &o, t) : -ENODEV;
 	rc = pool_vol_path(bb->opts.pool, name, path, sizeof(path));
 	if (rc < 0)
 		return rc;

@@ -346,12 +346,14 @@ static size_t vbds_len(json_object *arr)
  * ---- create ----
  */
 
-static const char *create_size;
+static const char *create_size, *create_store;
 
 static int create_opt(int opt, const char *arg)
 {
-	(void)opt;
-	create_size = arg;
+	if (opt == 'S')
+		create_store = arg;
+	else
+		create_size = arg;
 	return 0;
 }
 
@@ -359,6 +361,7 @@ static int cmd_create(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"size", required_argument, NULL, 's'},
+	    {"store", required_argument, NULL, 'S'},
 	    {NULL, 0, NULL, 0},
 	};
 	char sz[32];
@@ -366,7 +369,7 @@ static int cmd_create(int argc, char **argv)
 	uint64_t size;
 	int rc;
 
-	create_size = NULL;
+	create_size = create_store = NULL;
 	rc = parse_opts(argc, argv, opts, create_opt);
 	if (rc)
 		return opts_status(rc);
@@ -377,6 +380,14 @@ static int cmd_create(int argc, char **argv)
 	name = argv[optind];
 	if (check_vol_name(name) || parse_vol_size(create_size, &size))
 		return 1;
+	if (create_store && strcmp(create_store, POOL_STORE_DEDUP) == 0) {
+		if (blkctl_dedup_create(pool, name, size))
+			return 1;
+		printf("created dedup volume %s (%s)\n", name, util_fmt_size(size, sz, sizeof(sz)));
+		return 0;
+	}
+	if (create_store && strcmp(create_store, "raw") != 0)
+		return usage_err("create", "--store is raw or dedup");
 	rc = pool_vol_create(pool, name, size);
 	if (rc == -ENOENT || rc == -ENOTDIR)
 		return die("cannot create pool %s: %s", pool, strerror(-rc));
@@ -451,6 +462,12 @@ static int cmd_delete(int argc, char **argv)
 	name = argv[optind];
 	if (check_vol_name(name) || check_pool() || get_vol(name, &v))
 		return 1;
+	if (strcmp(v.store, POOL_STORE_DEDUP) == 0) {
+		if (blkctl_dedup_delete(pool, name))
+			return 1;
+		printf("deleted volume %s\n", name);
+		return 0;
+	}
 	if (open_daemon(&d))
 		return 1;
 	if (d.fd >= 0) {
@@ -564,6 +581,7 @@ static void print_list_json(const struct pool_vol *vols, unsigned n, json_object
 			    o, "attached", json_object_get(json_object_array_get_idx(users, i)));
 		json_object_array_add(arr, o);
 	}
+	blkctl_dedup_annotate(pool, arr);
 	puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
 						     JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(arr);
@@ -964,9 +982,39 @@ static int cmd_stats(int argc, char **argv)
 	return 0;
 }
 
+/* Dedup commands (blkctl_dedup.c) in the command table's shape. */
+#define DEDUP_CMD(x)                                                                              \
+	static int cmd_##x(int argc, char **argv)                                                  \
+	{                                                                                          \
+		return check_pool() ?: blkctl_dedup_##x(pool, argc, argv);                         \
+	}
+DEDUP_CMD(snapshot)
+DEDUP_CMD(clone)
+DEDUP_CMD(gc)
+DEDUP_CMD(fsck)
+DEDUP_CMD(import)
+DEDUP_CMD(export)
+DEDUP_CMD(pool)
+
 static const struct cmd cmds[] = {
-    {"create", cmd_create, "VOL --size SIZE",
-     "Create a volume: a sparse file of SIZE in POOLDIR/vols (the pool is made if missing).\n"},
+    {"create", cmd_create, "VOL --size SIZE [--store raw|dedup]",
+     "Create a volume: a sparse file of SIZE in POOLDIR/vols (the pool is made if missing).\n"
+     "--store dedup puts its blocks in the pool's dedup store (SIZE a multiple of 4096).\n"},
+    {"snapshot", cmd_snapshot, "VOL SNAP",
+     "Make read-only snapshot SNAP of dedup volume VOL (constant time).\n"},
+    {"clone", cmd_clone, "SRC NEWVOL",
+     "Make writable dedup volume NEWVOL sharing every block of SRC (a snapshot or volume).\n"},
+    {"gc", cmd_gc, "",
+     "Collect the dedup store's garbage now: drop pending references, compact containers.\n"
+     "Offline it shows progress (a bar on a terminal).\n"},
+    {"fsck", cmd_fsck, "[--repair] [--verify]",
+     "Check the dedup store's maps, index and refcounts; --repair fixes leaks, --verify also\n"
+     "reads every block and checks its hash. Exit status 1 when problems remain.\n"},
+    {"import", cmd_import, "VOL FILE", "Write raw image FILE into dedup volume VOL.\n"},
+    {"export", cmd_export, "VOL FILE", "Write dedup volume VOL to FILE as a raw image.\n"},
+    {"pool", cmd_pool, "[--json]",
+     "The dedup store's numbers: logical_bytes, stored_bytes, zero_blocks, unique_blocks,\n"
+     "dedup_ratio and more.\n"},
     {"delete", cmd_delete, "VOL",
      "Delete a volume and its data. Refused while blkbackd has it attached to a domain.\n"},
     {"list", cmd_list, "[--json]",

@@ -49,4 +49,23 @@ int blkctl_call(struct blkctl_daemon *d, json_object *req, json_object **ans);
  */
 int blkctl_vdev_devid(const char *vdev, uint32_t *devid);
 
+/*
+ * Dedup volumes (blkctl_dedup.c): through blkbackd when it runs, else on the store directly
+ * (under the daemon's lock). Each prints its result or one "blkctl: " line; returns the exit
+ * status. The *_cmd functions take the command's argc/argv (argv[0] is the command).
+ */
+int blkctl_dedup_create(const char *pool, const char *name, uint64_t size);
+int blkctl_dedup_delete(const char *pool, const char *name);
+int blkctl_dedup_snapshot(const char *pool, int argc, char **argv);
+int blkctl_dedup_clone(const char *pool, int argc, char **argv);
+int blkctl_dedup_gc(const char *pool, int argc, char **argv);
+int blkctl_dedup_fsck(const char *pool, int argc, char **argv);
+int blkctl_dedup_import(const char *pool, int argc, char **argv);
+int blkctl_dedup_export(const char *pool, int argc, char **argv);
+int blkctl_dedup_pool(const char *pool, int argc, char **argv);
+/** The dedup store's volumes (ctl_dedup.h's shape), or NULL after saying why. */
+json_object *blkctl_dedup_vols(const char *pool);
+/** Add origin, mapped_bytes, share_bytes, readonly to the dedup entries of a list --json array. */
+void blkctl_dedup_annotate(const char *pool, json_object *arr);
+
 #endif

@@ -36,5 +36,5 @@ bench-hv: $(BUILD)/bin/bench_hv $(BUILD)/bin/hvsimd
 # blkctl: volumes through the pool library, everything else over blkbackd's control socket.
 # libblkback.a is named by path so this rule does not depend on the order of the fragments.
 BINS += $(BUILD)/bin/blkctl
-$(BUILD)/bin/blkctl: $(call objs,tools/blkctl.c tools/blkctl_client.c) $(BUILD)/lib/libblkback.a \
-	$(COMMON_LIB)
+$(BUILD)/bin/blkctl: $(call objs,tools/blkctl.c tools/blkctl_client.c tools/blkctl_dedup.c) \
+	$(BUILD)/lib/libblkback.a $(BUILD)/lib/libdedup.a $(COMMON_LIB)
