@@ -841,6 +841,8 @@ static int cmd_resize(int argc, char **argv)
 		    "%s is smaller than volume '%s' (%s): refusing to shrink without --shrink "
 		    "(data past the new end is lost)",
 		    argv[optind + 1], name, old_s);
+	if (strcmp(v.store, POOL_STORE_DEDUP) == 0)
+		return blkctl_dedup_resize(pool, name, size, shrink_flag);
 	if (open_daemon(&d))
 		return 1;
 	if (d.fd >= 0) {

@@ -63,6 +63,8 @@ int blkctl_dedup_fsck(const char *pool, int argc, char **argv);
 int blkctl_dedup_import(const char *pool, int argc, char **argv);
 int blkctl_dedup_export(const char *pool, int argc, char **argv);
 int blkctl_dedup_pool(const char *pool, int argc, char **argv);
+/** Resize a dedup volume: online through blkbackd (guests see it), or offline. */
+int blkctl_dedup_resize(const char *pool, const char *name, uint64_t size, int shrink);
 /** The dedup store's volumes (ctl_dedup.h's shape), or NULL after saying why. */
 json_object *blkctl_dedup_vols(const char *pool);
 /** Add origin, mapped_bytes, share_bytes, readonly to the dedup entries of a list --json array. */

@@ -537,3 +537,49 @@ void blkctl_dedup_annotate(const char *pool, json_object *arr)
 	}
 	json_object_put(dvols);
 }
+
+int blkctl_dedup_resize(const char *pool, const char *name, uint64_t size, int shrink)
+{
+	struct dedup_vol_info info;
+	char old_s[32], new_s[32];
+	struct dd_session s;
+	json_object *req, *ans, *f;
+	uint64_t old;
+	int rc;
+
+	if (size % DEDUP_BLOCK_BYTES)
+		return dd_die("a dedup volume's size must be a multiple of 4096 bytes");
+	if (session_open(&s, pool))
+		return 1;
+	util_fmt_size(size, new_s, sizeof(new_s));
+	if (s.d.fd >= 0) {
+		/* The daemon's resize tells every guest using the volume its new size. */
+		req = dd_req("resize");
+		put_str(req, "vol", name);
+		json_object_object_add(req, "size", json_object_new_int64((int64_t)size));
+		json_object_object_add(req, "shrink", json_object_new_boolean(shrink));
+		rc = dd_call(&s, req, &ans);
+		session_close(&s);
+		if (rc)
+			return rc;
+		json_object_object_get_ex(ans, "old_size", &f);
+		util_fmt_size((uint64_t)json_object_get_int64(f), old_s, sizeof(old_s));
+		json_object_put(ans);
+		printf("resized volume %s from %s to %s (online)\n", name, old_s, new_s);
+		return 0;
+	}
+	rc = dedup_vol_get(s.store, name, &info);
+	old = info.size_bytes;
+	if (rc == 0 && size < old && !shrink)
+		rc = -EPERM;
+	rc = rc ?: dedup_vol_resize(s.store, name, size);
+	rc = rc ?: pool_vol_set_size(pool, name, size);
+	session_close(&s);
+	if (rc == -EPERM)
+		return dd_die("refusing to shrink '%s' without --shrink", name);
+	if (rc < 0)
+		return dd_failed("resize", name, rc);
+	util_fmt_size(old, old_s, sizeof(old_s));
+	printf("resized volume %s from %s to %s (offline)\n", name, old_s, new_s);
+	return 0;
+}
