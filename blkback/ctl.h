@@ -26,6 +26,18 @@
  *        listed, connected or not.
  *   {"cmd":"attached","vol":V}                      -> {"ok":true,"vbds":[{"domid","vdev"}...]}
  *
+ *   Dedup volumes (ctl_dedup.c; the daemon owns the pool's dedup store):
+ *   {"cmd":"dedup_create","vol":V,"size":BYTES}      -> {"ok":true}   (size a multiple of 4096)
+ *   {"cmd":"snapshot","src":V,"dst":S} / {"cmd":"clone","src":S,"dst":V} -> {"ok":true}
+ *   {"cmd":"dedup_delete","vol":V}                   -> {"ok":true}   (refused while open)
+ *   {"cmd":"gc"}          -> {"ok":true,"container_bytes_before","container_bytes","freed_bytes"}
+ *   {"cmd":"fsck","repair":B,"verify":B}             -> {"ok":true,"report":{...,"clean":B}}
+ *   {"cmd":"pool"}                                   -> {"ok":true,"dedup":{logical_bytes,
+ *        stored_bytes, zero_blocks, unique_blocks, dedup_ratio, ...}}
+ *   {"cmd":"dedup_list"}  -> {"ok":true,"vols":[{name,origin,size,mapped_bytes,share_bytes,
+ *        readonly}]}
+ *   {"cmd":"import"|"export","vol":V,"file":ABSOLUTE_PATH} -> {"ok":true}
+ *
  * Requests are at most CTL_MAX_LINE bytes; a longer line or invalid JSON gets an error answer
  * and the connection is closed.
  */
