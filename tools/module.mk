@@ -38,3 +38,10 @@ bench-hv: $(BUILD)/bin/bench_hv $(BUILD)/bin/hvsimd
 BINS += $(BUILD)/bin/blkctl
 $(BUILD)/bin/blkctl: $(call objs,tools/blkctl.c tools/blkctl_client.c tools/blkctl_dedup.c) \
 	$(BUILD)/lib/libblkback.a $(BUILD)/lib/libdedup.a $(COMMON_LIB)
+
+# make bench: every contender (fio direct in dom0, sluice through blkbackd, nbdkit, and
+# qemu-storage-daemon) on one backing file; tables on stdout, JSON under results/.
+# BENCH_QUICK=1 for a two-minute smoke run; tools/bench.py lists the other knobs.
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) python3 tools/bench.py
