@@ -1364,9 +1364,23 @@ static int bf_backend_changed(struct blkfront *bf)
 	switch (bstate) {
 	case XenbusStateInitWait:
 		/* Our keys are published; a second InitWait event must not set up rings twice
-		 * (Linux a9b54bb9). Any other state of ours means a new backend: reconnect. */
+		 * (Linux a9b54bb9). */
 		if (bf->fstate == XenbusStateInitialised)
 			break;
+		/*
+		 * InitWait while we are Connected: a backend that died without closing was started
+		 * again. It finds us Connected and attaches to the live ring where it stands
+		 * (Linux blkback's restart model, and blkbackd's), answering what its predecessor
+		 * left unanswered. Tearing the ring down now would race with that attach (it may
+		 * already have read our keys) and leave each side on a different ring; like Linux
+		 * blkfront we keep it and wait. A backend that wants a fresh handshake closes
+		 * first, which the Closing/Closed cases handle.
+		 */
+		if (bf->fstate == XenbusStateConnected) {
+			log_info("d%u/%s: backend restarted; keeping the ring for it to reattach",
+				 bf->domid, bf->name);
+			break;
+		}
 		bf_rings_down(bf);
 		err = bf_talk_to_backend(bf);
 		break;

@@ -6,8 +6,11 @@
  * frontend half of the XenbusState handshake with the backend named there, grants the shared
  * ring page(s) and every data page of every request to the backend, signals and receives on an
  * event channel, and keeps the device usable across a live resize (the backend rewrites
- * `sectors` and `state`) and across a backend that goes away and comes back (blkif_recover:
- * new rings, new event channels, requests that were in flight issued again).
+ * `sectors` and `state`) and across a backend that goes away and comes back: one that closes
+ * (Closing/Closed) and later offers InitWait again gets new rings and new event channels, and
+ * what was in flight is issued again (blkif_recover); one that dies without closing and is
+ * started again attaches to the live ring and answers what was left unanswered (Linux
+ * blkback's restart model), so the frontend keeps its ring and waits for it.
  *
  * Units: every sector number and count in this API is in 512-byte sectors, as on the blkif
  * ring, whatever the disk's logical sector size (blkfront_info.sector_size); offsets and lengths
