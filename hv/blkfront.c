@@ -1064,7 +1064,7 @@ static void bf_rings_down(struct blkfront *bf)
 	bf->nr_rings = 0;
 	bf->rings_up = false;
 	bf->connected = false;
-	if (requeued)
+	if (requeued && !bf->failed)
 		log_info("d%u/%s: backend left; %u requests held for re-issue", bf->domid, bf->name,
 			 requeued);
 }
@@ -1072,8 +1072,8 @@ static void bf_rings_down(struct blkfront *bf)
 /* Complete everything we hold with @err: the device is gone for good. */
 static void bf_fail_all(struct blkfront *bf, int err)
 {
+	bf->failed = err; /* first: the rings come down without a last reap or re-issue */
 	bf_rings_down(bf);
-	bf->failed = err;
 	while (bf->held_head) {
 		struct bf_ureq *u = bf->held_head;
 
@@ -1508,6 +1508,20 @@ fatal:
 		bf_fail_all(bf, ret);
 	}
 	return bf->failed;
+}
+
+int blkfront_fail(struct blkfront *bf, int err)
+{
+	unsigned int before = bf->inflight;
+
+	if (err >= 0)
+		err = -ECANCELED;
+	if (!bf->failed) {
+		log_warn("d%u/%s: giving up on %u outstanding requests (%s)", bf->domid, bf->name,
+			 bf->inflight, strerror(-err));
+		bf_fail_all(bf, err);
+	}
+	return (int)(before - bf->inflight);
 }
 
 int blkfront_wait(struct blkfront *bf, int timeout_ms)

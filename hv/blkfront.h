@@ -221,6 +221,15 @@ int blkfront_kick(struct blkfront *bf);
 int blkfront_process(struct blkfront *bf);
 
 /**
+ * Give up on the device: every outstanding request completes now (callbacks run from here) with
+ * @err (a negative errno, e.g. -ECANCELED), and every later call returns @err; close it next.
+ * For a caller that must stop while the backend does not answer. Grants the backend still maps
+ * cannot be ended: they stay in place (their refs are given up), so the caller must not hand
+ * those buffers to anyone else while the process lives. Returns the number completed.
+ */
+int blkfront_fail(struct blkfront *bf, int err);
+
+/**
  * Wait up to @timeout_ms (-1: forever) for blkfront_fd() to become readable, then
  * blkfront_process(). Returns what blkfront_process returned, 0 on timeout, or -errno.
  */

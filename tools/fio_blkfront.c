@@ -675,10 +675,12 @@ static int fio_blkfront_getevents(struct thread_data *td, unsigned int min, unsi
 	if (ts)
 		clock_gettime(CLOCK_MONOTONIC, &start);
 	for (;;) {
-		int wait_ms = -1;
+		/* Without a timeout from fio, still wake each second: a job told to stop (signal)
+		 * must not wait forever on a backend that is gone. */
+		int wait_ms = 1000, ready;
 
 		err = bfe_process_all(t);
-		if (t->done_nr >= min || (err && t->done_nr))
+		if (t->done_nr >= min || (err && t->done_nr) || (td->terminate && t->done_nr))
 			break;
 		if (err)
 			return err;
@@ -691,12 +693,24 @@ static int fio_blkfront_getevents(struct thread_data *td, unsigned int min, unsi
 				  (ts->tv_nsec - (now.tv_nsec - start.tv_nsec));
 			if (left_ns <= 0)
 				break;
-			wait_ms = (int)((left_ns + 999999) / 1000000);
+			if (left_ns < 1000000000)
+				wait_ms = (int)((left_ns + 999999) / 1000000);
 		}
 		if (poll_us && bfe_spin(t, poll_us))
 			continue;
-		if (poll(t->pfds, t->nr_devs, wait_ms) < 0 && errno != EINTR)
+		ready = poll(t->pfds, t->nr_devs, wait_ms);
+		if (ready < 0 && errno != EINTR)
 			return -errno;
+		if (ready == 0 && td->terminate && !t->done_nr) {
+			/* Stopping, and a whole second without an answer: fio waits for every
+			 * request it queued, so give up on them (the devices become unusable). */
+			fprintf(stderr, "fio-blkfront: job %s stopping; the backend does not answer, "
+					"cancelling its requests\n",
+				td->o.name);
+			for (unsigned int i = 0; i < t->nr_devs; i++)
+				if (t->devs[i]->bf && blkfront_inflight(t->devs[i]->bf))
+					blkfront_fail(t->devs[i]->bf, -ECANCELED);
+		}
 	}
 	n = t->done_nr < max ? t->done_nr : max;
 	for (unsigned int i = 0; i < n; i++) {

@@ -1177,6 +1177,36 @@ static void test_detach(void)
 	fb_stop(b);
 }
 
+static void test_give_up(void)
+{
+	struct fb *b = fb_start("xvdl", 1, 0, 0);
+	struct done_log log = { 0 };
+	struct blkfront *bf;
+	uint32_t frame;
+	uint8_t *buf = gbuf(1, &frame);
+	struct iovec io = { buf, 4096 };
+
+	CU_ASSERT_FATAL(open_dev("xvdl", &log, 0, 0, &bf) == 0);
+	fb_set_hold(b, 1);
+	for (unsigned int i = 0; i < 40; i++) /* 32 on the ring, 8 held for a slot */
+		CU_ASSERT_EQUAL(blkfront_readv(bf, i * 8, &io, 1, i), 0);
+	blkfront_kick(bf);
+	CU_ASSERT_FATAL(wait_held(bf, b, 32));
+	/* A backend that never answers: everything completes now, once, with the error. */
+	CU_ASSERT_EQUAL(blkfront_fail(bf, -ECANCELED), 40);
+	CU_ASSERT_EQUAL(log.n, 40);
+	for (unsigned int i = 0; i < 40; i++)
+		CU_ASSERT_EQUAL(log.status[i], -ECANCELED);
+	CU_ASSERT_EQUAL(blkfront_inflight(bf), 0);
+	CU_ASSERT_EQUAL(blkfront_readv(bf, 0, &io, 1, 99), -ECANCELED);
+	CU_ASSERT_EQUAL(blkfront_process(bf), -ECANCELED);
+	CU_ASSERT_EQUAL(blkfront_fail(bf, -ECANCELED), 0);
+	blkfront_close(bf);
+	CU_ASSERT_EQUAL(log.n, 40);
+	hv_guest_free_frames(ghv, frame, 1);
+	fb_stop(b);
+}
+
 static void test_indirect(void)
 {
 	struct fb *b = fb_start("xvdj", 1, 0, FB_INDIRECT);
@@ -1361,6 +1391,7 @@ static CU_TestInfo tests[] = {
 	{ "reconnect_after_restart", test_reconnect_after_restart },
 	{ "multiqueue_order", test_multiqueue_order },
 	{ "detach", test_detach },
+	{ "give_up", test_give_up },
 	{ "indirect", test_indirect },
 	{ "persistent", test_persistent },
 	CU_TEST_INFO_NULL,
