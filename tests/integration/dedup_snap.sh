@@ -103,6 +103,12 @@ ctl export base "$T/base.img" >/dev/null || fail "export base"
 file_pat "$T/base.img" 22 || fail "exported base is not all 0x22"
 [ "$(stat -c %s "$T/base.img")" -eq $((32 << 20)) ] || fail "export size"
 
+# Online resize of an attached dedup volume; a snapshot cannot be resized.
+ctl resize base 48M >"$T/resize.log" || fail "online resize"
+grep -q online "$T/resize.log" || fail "resize did not go through blkbackd"
+check_pat xvda 0x22 || fail "base after the resize"
+if ctl resize snap1 48M 2>/dev/null; then fail "a snapshot was resized"; fi
+
 # Import/export round trip: random data, a run of zeros, duplicate blocks, a partial end.
 python3 - "$T/in.img" <<'EOF'
 import os, sys
@@ -127,6 +133,7 @@ python3 - "$T/list.json" "$T/pool.json" <<'EOF' || fail "shares"
 import json, sys
 vols = {v["name"]: v for v in json.load(open(sys.argv[1]))}
 pool = json.load(open(sys.argv[2]))
+assert vols["base"]["size"] == 48 << 20, vols["base"]
 for n in ("base", "snap1", "clone1", "imp"):
     assert vols[n]["store"] == "dedup" and "share_bytes" in vols[n], n
 assert vols["snap1"]["readonly"] and vols["clone1"]["origin"] == "snap1"
