@@ -90,7 +90,7 @@ while [ "$(wr_req)" -eq 0 ]; do
 	kill -0 "$FIOPID" 2>/dev/null || fail "fio ended before any write reached the backend"
 	sleep 0.05
 done
-kill -KILL "$BBPID"
+kill -KILL "$BBPID" 2>/dev/null || fail "blkbackd died before we stopped it"
 wait "$BBPID" 2>/dev/null || true
 BBPID=""
 start_blkbackd

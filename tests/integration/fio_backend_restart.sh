@@ -89,7 +89,7 @@ while [ "$(wr_req)" -eq 0 ]; do
 	kill -0 "$FIOPID" 2>/dev/null || fail "fio ended before any write reached the backend"
 	sleep 0.05
 done
-kill -TERM "$BBPID"
+kill -TERM "$BBPID" 2>/dev/null || fail "blkbackd died before we stopped it"
 wait "$BBPID" || fail "blkbackd did not stop cleanly on SIGTERM"
 BBPID=""
 start_blkbackd

@@ -85,7 +85,7 @@ while [ "$(wr_req)" -eq 0 ]; do
 	kill -0 "$FIOPID" 2>/dev/null || fail "fio ended before any write reached the backend"
 	sleep 0.05
 done
-kill -KILL "$FIOPID"
+kill -KILL "$FIOPID" 2>/dev/null || fail "fio ended before we killed it"
 wait "$FIOPID" 2>/dev/null || true
 FIOPID=""
 st=$(XENSTORED_PATH="$HV/xenstore.sock" xenstore-read /local/domain/1/device/vbd/51712/state)

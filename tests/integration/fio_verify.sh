@@ -90,7 +90,7 @@ EOF
 		fail "counts ($engine)"
 
 	"$BIN/blkctl" --pool "$POOL" detach g1 xvda || fail "detach ($engine)"
-	kill "$BBPID"
+	kill "$BBPID" 2>/dev/null || fail "blkbackd ($engine) died during the test"
 	wait "$BBPID" || fail "blkbackd ($engine) exited badly"
 	BBPID=""
 done
