@@ -509,11 +509,17 @@ def _measure(rig, job, contender, cfg, what, perf_out):
         reap(perf, 60, "perf record")
     if fio.returncode != 0:
         raise BenchError("fio exited %d\n%s" % (fio.returncode, tail(err)))
+    notes = ""
     try:
         with open(out) as f:
-            res = json.load(f)
+            text = f.read()
+        # fio writes its error log (and the engine's log_err lines) into --output too, ahead
+        # of the JSON document: keep them as notes.
+        start = text.find("\n{") + 1 if not text.startswith("{") else 0
+        notes = text[:start].strip()
+        res = json.loads(text[start:])
     except (OSError, ValueError) as e:
-        raise BenchError("no fio JSON (%s)\n%s" % (e, tail(err)))
+        raise BenchError("no fio JSON in %s (%s)\n%s" % (out, e, tail(err)))
     j = res["jobs"][0]
     if j.get("error"):
         raise BenchError("fio job error %d\n%s" % (j["error"], tail(err)))
@@ -547,6 +553,8 @@ def _measure(rig, job, contender, cfg, what, perf_out):
     # host's busy time less fio's and the backend's. In CPUs, so 0.5 is half a core taken.
     rec["others_cpu_s"] = rec["host_busy_s"] - rec["fio_process_cpu_s"] - sum(be.values())
     rec["others_load"] = max(0.0, rec["others_cpu_s"]) / wall
+    if notes:
+        rec["fio_notes"] = notes
     if contender == "sluice":
         rec["transport"] = check_transport(err, cfg)
     return rec
@@ -914,8 +922,7 @@ def main():
     except BenchError as e:
         print("bench: FAILED: %s" % e, file=sys.stderr)
         if tmp:
-            print("bench: logs were in %s%s" % (tmp, " (kept)" if os.environ.get("BENCH_KEEP")
-                                               else ""), file=sys.stderr)
+            print("bench: logs kept in %s" % tmp, file=sys.stderr)
         rc = 1
     except (KeyboardInterrupt, SystemExit) as e:
         print("bench: interrupted", file=sys.stderr)
@@ -927,7 +934,7 @@ def main():
             except BenchError:
                 pass
         stop_all()
-        if tmp and os.environ.get("BENCH_KEEP", "") in ("", "0"):
+        if tmp and rc == 0 and os.environ.get("BENCH_KEEP", "") in ("", "0"):
             shutil.rmtree(tmp, ignore_errors=True)
     return rc
 
