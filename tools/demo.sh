@@ -56,10 +56,10 @@ run "$BIN/blkctl" --pool "$POOL" create vol1 --size 1G
 run "$BIN/blkctl" --pool "$POOL" attach vol1 guest1 xvda
 run "$BIN/blkctl" --pool "$POOL" list
 
-step "Run fio inside the guest for 10 s (random read/write, verified with crc32c) and grow the disk to 2 GiB while it runs"
-printf '$ fio --ioengine=external:%s/fio-blkfront.so --hv_dir=%s --domain=guest1 --filename=xvda --rw=randrw --bs=4k --iodepth=32 --verify=crc32c --runtime=10 --time_based ...\n' "$LIB" "$HV"
+step "Run fio inside the guest for 10 s (random read/write; every write read back and checked with crc32c as it goes) and grow the disk to 2 GiB while it runs"
+printf '$ fio --ioengine=external:%s/fio-blkfront.so --hv_dir=%s --domain=guest1 --filename=xvda --rw=randrw --bs=4k --iodepth=32 --verify=crc32c --verify_backlog=4096 --runtime=10 --time_based ...\n' "$LIB" "$HV"
 fio --ioengine="external:$LIB/fio-blkfront.so" --hv_dir="$HV" --domain=guest1 --filename=xvda \
-	--rw=randrw --bs=4k --iodepth=32 --verify=crc32c --size=256M --runtime=10 --time_based \
+	--rw=randrw --bs=4k --iodepth=32 --verify=crc32c --verify_backlog=4096 --size=256M --runtime=10 --time_based \
 	--do_verify=1 --verify_fatal=1 --verify_state_save=0 --name=demo --output="$T/fio.txt" &
 FIOPID=$!
 sleep 4
