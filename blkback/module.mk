@@ -9,9 +9,9 @@ $(BLKBACK_LIB): $(call objs,$(BLKBACK_LIB_SRCS))
 ifneq ($(wildcard blkback/blkbackd_main.c),)
 BINS += $(BUILD)/bin/blkbackd
 $(BUILD)/bin/blkbackd: $(call objs,blkback/blkbackd_main.c) $(BLKBACK_LIB) \
-	$(BUILD)/lib/libdedup.a $(BUILD)/lib/libhv.a $(COMMON_LIB)
+	$(BUILD)/lib/libdedup.a $(BUILD)/lib/libqos.a $(BUILD)/lib/libhv.a $(COMMON_LIB)
 endif
 
 UNIT_TESTS += $(BUILD)/tests/blkback-unit
 $(BUILD)/tests/blkback-unit: $(call objs,$(wildcard tests/blkback/*.c)) $(HARNESS_OBJ) \
-	$(BLKBACK_LIB) $(BUILD)/lib/libdedup.a $(BUILD)/lib/libhv.a $(COMMON_LIB)
+	$(BLKBACK_LIB) $(BUILD)/lib/libdedup.a $(BUILD)/lib/libqos.a $(BUILD)/lib/libhv.a $(COMMON_LIB)
