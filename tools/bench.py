@@ -31,6 +31,9 @@ Environment (all optional):
   BENCH_FEATURE_PASS=P  the pass the feature table runs in (default cached)
   BENCH_PERF=auto|1|0 perf record -g on blkbackd during a 4k randread QD32 sluice run: when a
                       target was missed in that pass (auto, the default), always, or never
+  BENCH_SLUICE_OPTS=K=V,...  engine options for the sluice contender, over the defaults
+                      (ring_order=4,persistent=1,indirect_segs=256,queues=1,poll_us=0)
+  BENCH_BLKBACKD_ARGS="..."  extra blkbackd arguments (e.g. "--poll-us 50")
   BENCH_OUT=DIR       where the JSON and text reports go (default results/ in the repo)
   BENCH_KEEP=1        keep the temp dir (logs) afterwards
   BUILD=DIR           build directory (default build)
@@ -102,6 +105,12 @@ JOBS = [JOB_BY_NAME[n] for n in env_list("BENCH_JOBS", [j[0] for j in ALL_JOBS])
 # The engine's defaults: every fast-path feature on, one queue.
 SLUICE_DEFAULT = {"ring_order": 4, "persistent": 1, "indirect_segs": 256, "queues": 1,
                   "poll_us": 0}
+for kv in env_list("BENCH_SLUICE_OPTS", []):
+    k, _, v = kv.partition("=")
+    if k not in SLUICE_DEFAULT or not v.isdigit():
+        sys.exit("bench: BENCH_SLUICE_OPTS: %s is not one of %s=N" % (kv, "|".join(SLUICE_DEFAULT)))
+    SLUICE_DEFAULT[k] = int(v)
+BLKBACKD_ARGS = os.environ.get("BENCH_BLKBACKD_ARGS", "").split()
 
 # feature, job, what changes for "off", what changes for "on"
 FEATURE_ROWS = [
@@ -220,10 +229,33 @@ def cpu_ticks(pid):
 
 
 def host_busy_ticks():
+    """(busy, steal) clock ticks of all CPUs: busy is user..softirq; steal is time the
+    hypervisor ran something else on our vCPUs (on a VM: its own I/O emulation, neighbours)."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + v[4]  # idle + iowait
-    return sum(v[:8]) - idle  # user..steal, no guest (already in user)
+    return sum(v[:3]) + sum(v[5:7]), v[7]
+
+
+def disk_stats(disk):
+    """(I/Os completed, weighted ms in queue, ms busy) of @disk from /proc/diskstats, or None."""
+    if not disk:
+        return None
+    with open("/proc/diskstats") as f:
+        for ln in f:
+            v = ln.split()
+            if len(v) >= 14 and v[2] == disk:
+                return int(v[3]) + int(v[7]), int(v[13]), int(v[12])
+    return None
+
+
+def disk_delta(d0, d1, wall):
+    """What the disk saw during a run: its IOPS, mean requests in flight (iostat's aqu-sz),
+    mean time in its queue per request and utilisation."""
+    if d0 is None or d1 is None:
+        return None
+    ios, wq, busy = (b - a for a, b in zip(d0, d1))
+    return {"iops": ios / wall, "aqu": wq / (wall * 1000.0),
+            "await_us": wq * 1000.0 / ios if ios else 0.0, "util": busy / (wall * 1000.0)}
 
 
 # ---- the backing file ------------------------------------------------------------------------
@@ -298,6 +330,7 @@ class Rig:
         self.nbdkit = None
         self.qsd = None
         self.pass_ = None
+        self.disk = None  # the block device under the backing file (for /proc/diskstats)
 
     def logpath(self, name):
         return os.path.join(self.tmp, name + ".log")
@@ -324,6 +357,7 @@ class Rig:
             argv = [os.path.join(BIN, "blkbackd"), "--hv-dir", self.hv, "--pool", self.pool]
             if not direct:
                 argv.append("--no-direct")
+            argv += BLKBACKD_ARGS
             self.blkbackd = spawn("blkbackd", argv, lp)
             sock = os.path.join(self.pool, "blkbackd.sock")
             wait_for(lambda: os.path.exists(sock) and self._ctl_ok(), "blkbackd's control socket",
@@ -493,11 +527,13 @@ def _measure(rig, job, contender, cfg, what, perf_out):
                  "perf record to attach", perf, perf_out + ".log")
     b0 = {n: cpu_ticks(p.pid) for n, p in servers}
     h0 = host_busy_ticks()
+    d0 = disk_stats(rig.disk)
     t0 = time.monotonic()
     fio = spawn("fio", fio_argv(job, RUNTIME, out) + args, err)
     ru = reap(fio, RUNTIME + 120, "fio")
     wall = time.monotonic() - t0
     h1 = host_busy_ticks()
+    d1 = disk_stats(rig.disk)
     b1 = {}
     for n, p in servers:
         if p.poll() is not None:
@@ -547,12 +583,15 @@ def _measure(rig, job, contender, cfg, what, perf_out):
         "be_us_per_io": be_total / ios * 1e6,
         "fio_us_per_io": fio_cpu / ios * 1e6,
         "wall_s": wall,
-        "host_busy_s": (h1 - h0) / HZ,
+        "host_busy_s": (h1[0] - h0[0]) / HZ,
+        "steal_s": (h1[1] - h0[1]) / HZ,
+        "disk": disk_delta(d0, d1, wall),
     }
     # CPU the rest of the machine used meanwhile (other people's builds on a shared box): the
     # host's busy time less fio's and the backend's. In CPUs, so 0.5 is half a core taken.
     rec["others_cpu_s"] = rec["host_busy_s"] - rec["fio_process_cpu_s"] - sum(be.values())
     rec["others_load"] = max(0.0, rec["others_cpu_s"]) / wall
+    rec["disk_aqu"] = rec["disk"]["aqu"] if rec["disk"] else 0.0
     if notes:
         rec["fio_notes"] = notes
     if contender == "sluice":
@@ -563,7 +602,7 @@ def _measure(rig, job, contender, cfg, what, perf_out):
 # ---- summaries -------------------------------------------------------------------------------
 
 METRICS = ["iops", "mbps", "p50_us", "p99_us", "be_us_per_io", "fio_us_per_io", "others_cpu_s",
-           "others_load"]
+           "others_load", "disk_aqu"]
 
 
 def median_of(recs):
@@ -583,12 +622,13 @@ def fmt_ratio(x):
 
 def main_table(pass_, med):
     """Lines of the pass's table; @med[(job, contender)] holds medians."""
-    hdr = ("%-18s %-7s %9s %8s %8s %8s %8s %8s %7s %7s %7s %7s"
+    hdr = ("%-18s %-7s %9s %8s %8s %8s %8s %8s %7s %7s %7s %7s %6s"
            % ("job", "who", "IOPS", "MB/s", "p50 us", "p99 us", "srv us", "fio us",
-              "xdirect", "xnbdkit", "xqsd", "p50/dir"))
+              "xdirect", "xnbdkit", "xqsd", "p50/dir", "devQD"))
     lines = ["%s pass: median of %d run(s) of %d s; p50/p99 = fio total latency (lat, issue to "
              "completion); x = IOPS ratio;" % (pass_, REPS, RUNTIME),
-             "srv us = backend CPU us per I/O (direct: fio's own), fio us = fio's CPU us per I/O",
+             "srv us = backend CPU us per I/O (direct: fio's own), fio us = fio's CPU us per I/O, "
+             "devQD = mean requests in flight at the disk (iostat aqu-sz)",
              hdr, "-" * len(hdr)]
     for job in JOBS:
         for c in CONTENDERS:
@@ -600,9 +640,10 @@ def main_table(pass_, med):
                   for r in ("direct", "nbdkit", "qsd")]
             lat = (fmt_ratio(ratio(m["p50_us"], refs["direct"]["p50_us"]))
                    if refs["direct"] and c != "direct" else "-")
-            lines.append("%-18s %-7s %9.0f %8.1f %8.1f %8.1f %8.2f %8.2f %7s %7s %7s %7s"
+            lines.append("%-18s %-7s %9.0f %8.1f %8.1f %8.1f %8.2f %8.2f %7s %7s %7s %7s %6.1f"
                          % (job[4], c, m["iops"], m["mbps"], m["p50_us"], m["p99_us"],
-                            m["be_us_per_io"], m["fio_us_per_io"], rs[0], rs[1], rs[2], lat))
+                            m["be_us_per_io"], m["fio_us_per_io"], rs[0], rs[1], rs[2], lat,
+                            m["disk_aqu"]))
     loads = [m["others_load"] for m in med.values()]
     if loads:
         lines.append("other processes on the machine meanwhile: median %.2f CPUs, worst job %.2f "
@@ -882,6 +923,7 @@ def main():
                   "config": {"quick": QUICK, "runtime_s": RUNTIME, "ramp_s": RAMP, "reps": REPS,
                              "size": SIZE, "passes": PASSES, "contenders": CONTENDERS,
                              "jobs": [j[0] for j in JOBS], "sluice_defaults": SLUICE_DEFAULT,
+                             "blkbackd_args": BLKBACKD_ARGS,
                              "env": {k: v for k, v in os.environ.items()
                                      if k.startswith("BENCH_")}},
                   "passes": [], "runs": []}
@@ -895,6 +937,7 @@ def main():
         log("backing file %s (%s), filling it" % (rig.img, SIZE))
         fill(rig.img)
         report["machine"] = machine(rig.img)
+        rig.disk = report["machine"]["device"].get("disk")
         mc = report["machine"]
         log("machine: %d CPU(s) %s, kernel %s; backing file on %s %s; load %s"
             % (mc["nproc"], mc["cpu"], mc["kernel"], mc["fs"]["source"], mc["fs"]["type"],
