@@ -982,5 +982,61 @@ def main():
     return rc
 
 
+def markdown(path):
+    """`bench.py --markdown RESULT.json`: a saved run's tables in Markdown (for docs/perf.md)."""
+    with open(path) as f:
+        r = json.load(f)
+    label = {j[0]: j[4] for j in ALL_JOBS + EXTRA_JOBS}
+    order = [j[0] for j in ALL_JOBS]
+    who = ["direct", "sluice", "nbdkit", "qsd"]
+    out = []
+    for p in r["passes"]:
+        med = {(m["job"], m["contender"]): m for m in p["medians"]}
+        out += ["", "#### %s pass" % p["pass"], "",
+                "| job | contender | IOPS | MB/s | p50 µs | p99 µs | backend CPU µs/IO | "
+                "fio CPU µs/IO | × direct | × nbdkit | × qsd | p50 × direct | disk QD |",
+                "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        for job in order:
+            for c in who:
+                m = med.get((job, c))
+                if m is None:
+                    continue
+                rs = []
+                for ref in ("direct", "nbdkit", "qsd"):
+                    b = med.get((job, ref))
+                    rs.append(fmt_ratio(ratio(m["iops"], b["iops"])) if b and ref != c else "")
+                d = med.get((job, "direct"))
+                lat = fmt_ratio(ratio(m["p50_us"], d["p50_us"])) if d and c != "direct" else ""
+                name = "**sluice**" if c == "sluice" else c
+                out.append("| %s | %s | %.0f | %.1f | %.1f | %.1f | %.2f | %.2f | %s | %s | %s | %s "
+                           "| %s |" % (label[job], name, m["iops"], m["mbps"], m["p50_us"],
+                                       m["p99_us"], m["be_us_per_io"], m["fio_us_per_io"],
+                                       rs[0], rs[1], rs[2], lat,
+                                       "%.1f" % m["disk_aqu"] if "disk_aqu" in m else ""))
+        out += ["", "Targets (%s pass):" % p["pass"], ""]
+        for t in p["targets"]:
+            if t["met"] is None:
+                out.append("- %s: not measured" % t["target"])
+            elif t["met"]:
+                out.append("- %s: **%.2fx, met**" % (t["target"], t["value"]))
+            else:
+                gap = abs(t["want"] - t["value"]) / t["want"] * 100
+                out.append("- %s: **%.2fx, missed by %.0f%%**" % (t["target"], t["value"], gap))
+        if p.get("features"):
+            out += ["", "Feature gains (sluice only, %s pass):" % p["pass"], "",
+                    "| feature off → on | job | IOPS off | IOPS on | gain | p50 µs off | p50 µs on "
+                    "| blkbackd CPU µs/IO off | on |", "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+            for f in p["features"]:
+                mo, mn = f["median_off"], f["median_on"]
+                out.append("| %s | %s | %.0f | %.0f | %sx | %.1f | %.1f | %.2f | %.2f |"
+                           % (f["feature"], label[f["job"]], mo["iops"], mn["iops"],
+                              fmt_ratio(f["gain"]), mo["p50_us"], mn["p50_us"],
+                              mo["be_us_per_io"], mn["be_us_per_io"]))
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--markdown":
+        print(markdown(sys.argv[2]))
+        sys.exit(0)
     sys.exit(main())
