@@ -913,6 +913,7 @@ def main():
     rig = None
     tmp = None
     rc = 0
+    keep = False  # a failed run keeps its work dir (logs) for a look; an interrupted one not
     t_start = time.monotonic()
     try:
         preflight()
@@ -967,6 +968,7 @@ def main():
         if tmp:
             print("bench: logs kept in %s" % tmp, file=sys.stderr)
         rc = 1
+        keep = True
     except (KeyboardInterrupt, SystemExit) as e:
         print("bench: interrupted", file=sys.stderr)
         rc = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 130
@@ -977,7 +979,7 @@ def main():
             except BenchError:
                 pass
         stop_all()
-        if tmp and rc == 0 and os.environ.get("BENCH_KEEP", "") in ("", "0"):
+        if tmp and not keep and os.environ.get("BENCH_KEEP", "") in ("", "0"):
             shutil.rmtree(tmp, ignore_errors=True)
     return rc
 
@@ -1008,8 +1010,8 @@ def markdown(path):
                 d = med.get((job, "direct"))
                 lat = fmt_ratio(ratio(m["p50_us"], d["p50_us"])) if d and c != "direct" else ""
                 name = "**sluice**" if c == "sluice" else c
-                out.append("| %s | %s | %.0f | %.1f | %.1f | %.1f | %.2f | %.2f | %s | %s | %s | %s "
-                           "| %s |" % (label[job], name, m["iops"], m["mbps"], m["p50_us"],
+                out.append("| %s | %s | %.0f | %.1f | %.1f | %.1f | %.2f | %.2f | %s | %s | %s "
+                           "| %s | %s |" % (label[job], name, m["iops"], m["mbps"], m["p50_us"],
                                        m["p99_us"], m["be_us_per_io"], m["fio_us_per_io"],
                                        rs[0], rs[1], rs[2], lat,
                                        "%.1f" % m["disk_aqu"] if "disk_aqu" in m else ""))
@@ -1024,8 +1026,9 @@ def markdown(path):
                 out.append("- %s: **%.2fx, missed by %.0f%%**" % (t["target"], t["value"], gap))
         if p.get("features"):
             out += ["", "Feature gains (sluice only, %s pass):" % p["pass"], "",
-                    "| feature off → on | job | IOPS off | IOPS on | gain | p50 µs off | p50 µs on "
-                    "| blkbackd CPU µs/IO off | on |", "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+                    "| feature off → on | job | IOPS off | IOPS on | gain | p50 µs off "
+                    "| p50 µs on | blkbackd CPU µs/IO off | on |",
+                    "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
             for f in p["features"]:
                 mo, mn = f["median_off"], f["median_on"]
                 out.append("| %s | %s | %.0f | %.0f | %sx | %.1f | %.1f | %.2f | %.2f |"
