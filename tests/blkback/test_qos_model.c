@@ -173,16 +173,20 @@ static void test_refusals(void)
 		{ "{\"rd_page_ns\":1,\"rd_seq_base_ns\":1,\"rd_rand_base_ns\":1,\"wr_page_ns\":1,"
 		  "\"wr_seq_base_ns\":1}", "wr_rand_base_ns" },
 		{ "{\"rd_page_ns\":\"5000\",\"rd_seq_base_ns\":1,\"rd_rand_base_ns\":1,"
-		  "\"wr_page_ns\":1,\"wr_seq_base_ns\":1,\"wr_rand_base_ns\":1}", "rd_page_ns" },
+		  "\"wr_page_ns\":1,\"wr_seq_base_ns\":1,\"wr_rand_base_ns\":1}",
+		  "rd_page_ns" },
 		{ "{\"rd_page_ns\":1,\"rd_seq_base_ns\":1.5,\"rd_rand_base_ns\":1,"
-		  "\"wr_page_ns\":1,\"wr_seq_base_ns\":1,\"wr_rand_base_ns\":1}", "rd_seq_base_ns" },
+		  "\"wr_page_ns\":1,\"wr_seq_base_ns\":1,\"wr_rand_base_ns\":1}",
+		  "rd_seq_base_ns" },
 		{ "{\"rd_page_ns\":1,\"rd_seq_base_ns\":1,\"rd_rand_base_ns\":1,"
 		  "\"wr_page_ns\":-1,\"wr_seq_base_ns\":1,\"wr_rand_base_ns\":1}", "wr_page_ns" },
 		{ "{\"rd_page_ns\":1,\"rd_seq_base_ns\":1,\"rd_rand_base_ns\":null,"
-		  "\"wr_page_ns\":1,\"wr_seq_base_ns\":1,\"wr_rand_base_ns\":1}", "rd_rand_base_ns" },
+		  "\"wr_page_ns\":1,\"wr_seq_base_ns\":1,\"wr_rand_base_ns\":1}",
+		  "rd_rand_base_ns" },
 		/* Absurd: above 1 s, and beyond what int64 holds. */
 		{ "{\"rd_page_ns\":1,\"rd_seq_base_ns\":1,\"rd_rand_base_ns\":1000000001,"
-		  "\"wr_page_ns\":1,\"wr_seq_base_ns\":1,\"wr_rand_base_ns\":1}", "rd_rand_base_ns" },
+		  "\"wr_page_ns\":1,\"wr_seq_base_ns\":1,\"wr_rand_base_ns\":1}",
+		  "rd_rand_base_ns" },
 		{ "{\"rd_page_ns\":1,\"rd_seq_base_ns\":1,\"rd_rand_base_ns\":1,"
 		  "\"wr_page_ns\":1,\"wr_seq_base_ns\":99999999999999999999,\"wr_rand_base_ns\":1}",
 		  "wr_seq_base_ns" },
