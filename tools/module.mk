@@ -36,8 +36,9 @@ bench-hv: $(BUILD)/bin/bench_hv $(BUILD)/bin/hvsimd
 # blkctl: volumes through the pool library, everything else over blkbackd's control socket.
 # libblkback.a is named by path so this rule does not depend on the order of the fragments.
 BINS += $(BUILD)/bin/blkctl
-$(BUILD)/bin/blkctl: $(call objs,tools/blkctl.c tools/blkctl_client.c tools/blkctl_dedup.c) \
-	$(BUILD)/lib/libblkback.a $(BUILD)/lib/libdedup.a $(COMMON_LIB)
+$(BUILD)/bin/blkctl: $(call objs,tools/blkctl.c tools/blkctl_client.c tools/blkctl_dedup.c \
+	tools/blkctl_calibrate.c) $(BUILD)/lib/libblkback.a $(BUILD)/lib/libdedup.a \
+	$(BUILD)/lib/libqos.a $(COMMON_LIB)
 
 # make bench: every contender (fio direct in dom0, sluice through blkbackd, nbdkit, and
 # qemu-storage-daemon) on one backing file; tables on stdout, JSON under results/.
