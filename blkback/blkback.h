@@ -29,6 +29,12 @@ struct blkback_opts {
 	int persistent;              /**< advertise feature-persistent */
 	unsigned poll_us;            /**< spin this long for work before sleeping (0: off) */
 	int no_direct;               /**< open volumes without O_DIRECT */
+	int no_qos;                  /**< no I/O scheduling: requests go straight to the target */
+	/**
+	 * "IOPS[:LAT_US]": every volume shares one simulated device of that speed (qos/simdev.h):
+	 * responses are held until the simulated completion. NULL: the real device only.
+	 */
+	const char *sim_device;
 };
 
 /**

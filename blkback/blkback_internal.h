@@ -45,8 +45,11 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "hv/hv.h"
+#include "qos/qos.h"
 
 struct xs_handle;
+struct qos_simdev;
+struct json_object;
 struct hv_loop;
 struct bb_vbd;
 struct bb_ring;
@@ -241,6 +244,11 @@ struct bb_req {
 	struct bb_pgnt **pgnts; /**< per page: its kept mapping, or NULL (this request's own) */
 	struct iovec *iov;
 	struct target_io tio;
+	/* QoS: the ticket of an admitted request, and the simulated device's verdict. */
+	struct qos_ticket qos;
+	uint8_t qos_admitted;  /**< qos holds a ticket for it: complete or cancel it */
+	int sim_status;        /**< the target's result, kept while the response is held */
+	uint64_t sim_done_ns;  /**< when the simulated device completes it (0: no simdev) */
 };
 
 struct bb_ring {
@@ -291,6 +299,18 @@ struct bb_ring {
 	struct bb_req *defer_head; /**< consumed, waiting for the target queue (FIFO) */
 	struct bb_req **defer_tail;
 	struct bb_req *barrier;    /**< a WRITE_BARRIER waiting for the ring to drain */
+	/*
+	 * QoS (blkback/qos_daemon.c has the design): the head of the deferred list may be held
+	 * by the scheduler until qos_retry_ns or until the vbd's wake callback writes wake_efd.
+	 * With a simulated device, answered-by-the-target requests wait in sim_head (sorted by
+	 * sim_done_ns) until the simulated completion. timer_fd fires at the earlier of the two.
+	 */
+	int qos_held;              /**< the deferred head waits for the scheduler */
+	uint64_t qos_retry_ns;     /**< when to ask the scheduler again (absolute, monotonic) */
+	struct bb_req *sim_head;
+	int wake_efd;              /**< written by the scheduler's wake callback */
+	int timer_fd;              /**< CLOCK_MONOTONIC timerfd for retries and held responses */
+	uint64_t timer_ns;         /**< what timer_fd is armed for (0: disarmed) */
 	int barrier_active;        /**< a barrier is in progress: consume nothing until it ends */
 	uint32_t inflight;         /**< consumed and not yet answered */
 	unsigned submitted;        /**< target I/Os queued since the last commit */
@@ -346,6 +366,7 @@ extern const struct bb_ring_ops bb_ring_hv_ops;
 struct bb_vol {
 	struct bb_vol *next;
 	char name[POOL_VOL_NAME_MAX + 1];
+	uint32_t sim_idx;     /**< the volume's region on a simulated device (offset idx << 40) */
 	struct target *target;
 	struct target_info info;
 	unsigned refs;
@@ -380,6 +401,8 @@ struct bb_vbd {
 	struct bb_ring *rings;
 	unsigned nr_rings;
 	int need_disconnect;  /**< atomic: a ring thread saw a hostile frontend */
+	/** The vbd's QoS handle while connected (atomic: ring threads load it per request). */
+	struct qos_vbd *qos;
 
 	/* Detach in progress (ctl "detach"): answered when the frontend closed or on timeout. */
 	int detaching;
@@ -406,6 +429,11 @@ struct blkback {
 	struct bb_vol *vols;
 	struct bb_ctl_conn *conns;
 	struct dedup_store *dedup; /**< POOL/dedup, open while the daemon runs (ctl_dedup.c) */
+	struct qos_sched *qos;     /**< the pool's device scheduler; NULL with --no-qos */
+	struct qos_simdev *simdev; /**< --sim-device, else NULL */
+	char sim_spec[32];         /**< "IOPS:LAT_US" of the simulated device */
+	char qos_model_src[96];    /**< where the scheduler's cost model came from */
+	uint32_t next_sim_idx;
 	unsigned max_queues;
 	int shutting_down;
 	uint64_t shutdown_deadline_ns;
@@ -528,6 +556,43 @@ void bb_xenbus_on_timer(void *arg, uint32_t events);
 
 /** Arm or disarm bb->timer_fd as needed. */
 void bb_timer_update(struct blkback *bb);
+
+/*
+ * ---- qos_daemon.c: the scheduler in the daemon ----
+ */
+
+/** Create the pool's scheduler and simulated device from the options. 0 or -errno (logged). */
+int bb_qos_start(struct blkback *bb);
+
+/** Free them (every vbd must be disconnected). */
+void bb_qos_stop(struct blkback *bb);
+
+/**
+ * A vbd's rings are up: give it its persisted settings and a qos handle (ring threads start
+ * using it with their next request). Nothing happens with --no-qos.
+ */
+void bb_qos_vbd_connect(struct bb_vbd *v);
+
+/** The vbd's ring threads are joined: drop its qos handle. */
+void bb_qos_vbd_disconnect(struct bb_vbd *v);
+
+/**
+ * The settings fields of an attach request (ctl "attach" with "weight", "cap_iops", ...) over
+ * the defaults, checked against the device. Returns 0 (also when no field is given), or -errno
+ * with one sentence in @why.
+ */
+int bb_qos_attach_check(struct blkback *bb, struct json_object *req,
+			struct qos_vbd_settings *set, char *why, size_t why_len);
+
+/** Persist an attached disk's settings (after the toolstack nodes are written). 0 or -errno. */
+int bb_qos_attach_save(struct blkback *bb, domid_t domid, const char *vdev,
+		       const struct qos_vbd_settings *set, char *why, size_t why_len);
+
+/** The vbd is detached for good: remove its persisted settings. */
+void bb_qos_vbd_forget(struct bb_vbd *v);
+
+/** Answer "set" and "qos" (ctl.h), else return NULL. */
+struct json_object *bb_ctl_qos(struct blkback *bb, const char *cmd, struct json_object *req);
 
 /*
  * ---- ctl.c: the control socket ----

@@ -6,6 +6,7 @@
 #include "blkback/blkback.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "qos/simdev.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -39,6 +40,10 @@ static void usage(FILE *f)
 		"  --poll-us N              spin up to N microseconds for work before a ring\n"
 		"                           thread sleeps (default 0: off)\n"
 		"  --no-direct              do not open volumes with O_DIRECT\n"
+		"  --no-qos                 no I/O scheduling (weights, caps, reservations off)\n"
+		"  --sim-device IOPS[:LAT_US]  every volume shares one simulated device doing IOPS\n"
+		"                           4 KiB requests/s with LAT_US latency (default 100);\n"
+		"                           data still lands in the files\n"
 		"  --log-level LEVEL        err, warn, info (default) or debug\n");
 }
 
@@ -56,6 +61,8 @@ int main(int argc, char **argv)
 		{ "no-persistent", no_argument, NULL, 'P' },
 		{ "poll-us", required_argument, NULL, 'u' },
 		{ "log-level", required_argument, NULL, 'l' },
+		{ "no-qos", no_argument, NULL, 'Q' },
+		{ "sim-device", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -125,6 +132,20 @@ int main(int argc, char **argv)
 			}
 			o.poll_us = (unsigned)v;
 			break;
+		case 'Q':
+			o.no_qos = 1;
+			break;
+		case 'S': {
+			struct qos_simdev_params sp;
+			char why[160];
+
+			if (qos_simdev_parse(optarg, &sp, why, sizeof(why)) < 0) {
+				fprintf(stderr, "blkbackd: --sim-device %s: %s\n", optarg, why);
+				return 2;
+			}
+			o.sim_device = optarg;
+			break;
+		}
 		case 'l':
 			if (log_set_level(optarg) < 0) {
 				fprintf(stderr, "blkbackd: unknown log level '%s'\n", optarg);

@@ -251,6 +251,7 @@ static json_object *cmd_attach(struct bb_ctl_conn *c, json_object *req)
 	char dom[64], why[256];
 	domid_t domid;
 	uint32_t devid;
+	struct qos_vbd_settings set;
 	int ro, rc;
 	json_object *o;
 
@@ -266,7 +267,14 @@ static json_object *cmd_attach(struct bb_ctl_conn *c, json_object *req)
 	rc = resolve_domain(bb, dom, &domid, why, sizeof(why));
 	if (rc < 0)
 		return reply_err(rc, why);
+	rc = bb_qos_attach_check(bb, req, &set, why, sizeof(why));
+	if (rc < 0)
+		return reply_err(rc, why);
 	rc = bb_xenbus_attach(bb, vol, domid, vdev, ro, &devid, why, sizeof(why));
+	if (rc < 0)
+		return reply_err(rc, why);
+	/* Saved before the backend watch fires, so the vbd connects with them. */
+	rc = bb_qos_attach_save(bb, domid, vdev, &set, why, sizeof(why));
 	if (rc < 0)
 		return reply_err(rc, why);
 	o = reply_ok();
@@ -484,6 +492,8 @@ static void handle_line(struct bb_ctl_conn *c, const char *line)
 		ans = cmd_stats(c, req);
 	} else if (strcmp(cmd, "attached") == 0) {
 		ans = cmd_attached(c, req);
+	} else if ((ans = bb_ctl_qos(c->bb, cmd, req))) {
+		/* "set" and "qos" (qos_daemon.c) */
 	} else if ((ans = bb_ctl_dedup(c->bb, cmd, req))) {
 		/* a dedup command (ctl_dedup.c) */
 	} else if (strcmp(cmd, "attach") != 0 && strcmp(cmd, "detach") != 0 &&

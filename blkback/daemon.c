@@ -101,6 +101,9 @@ int blkback_new(struct blkback **out, const struct blkback_opts *o)
 	rc = bb_dedup_start(bb);
 	if (rc < 0)
 		goto err;
+	rc = bb_qos_start(bb);
+	if (rc < 0)
+		goto err;
 	rc = hv_open(&bb->hv, o->hv_kind, o->hv_dir);
 	if (rc < 0) {
 		log_err("cannot reach the hypervisor%s%s: %s", o->hv_dir ? " in " : "",
@@ -194,6 +197,7 @@ void blkback_free(struct blkback *bb)
 	if (bb->hv)
 		hv_close(bb->hv);
 	bb_dedup_stop(bb); /* after every vbd (and so every dedup target) is gone */
+	bb_qos_stop(bb);
 	if (bb->lock_fd >= 0)
 		close(bb->lock_fd); /* releases the flock */
 	free(bb);

@@ -13,6 +13,14 @@
  * keeps consumption within it, so the data path never allocates. A full target queue is
  * backpressure: the request waits in the deferred list (counted in oo_req) and nothing more is
  * consumed until it has gone out.
+ *
+ * QoS (qos/qos.h, docs/qos.md): before a request's first step goes to the target, the vbd's
+ * scheduler admits it. A refusal is the same backpressure as a full target queue: the request
+ * waits at the head of the deferred list (not counted in oo_req) and the ring consumes nothing
+ * more until the scheduler's wake callback (wake_efd) or its retry time (timer_fd) lets it go.
+ * The guest sees a slower disk; nothing is dropped or reordered. With a simulated device
+ * (--sim-device) each admitted request is also booked on it, and its response is held until
+ * the simulated completion time even when the real I/O finished earlier.
  */
 #define LOG_TAG "blkback"
 #include "blkback/blkback_internal.h"
@@ -21,7 +29,10 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
+
+#include "qos/simdev.h"
 
 /*
  * ---- The hypervisor seams (hv.h) ----
@@ -313,6 +324,15 @@ int bb_ring_init(struct bb_ring *r)
 		r->max_segs = BB_DIRECT_SEGS;
 	per = r->max_segs;
 
+	r->wake_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	r->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	r->timer_ns = 0;
+	if (r->wake_efd < 0 || r->timer_fd < 0) {
+		int err = -errno;
+
+		bb_ring_fini(r);
+		return err;
+	}
 	r->nr_reqs = n;
 	r->reqs = calloc(n, sizeof(*r->reqs));
 	r->gref_arena = calloc((size_t)n * per, sizeof(*r->gref_arena));
@@ -341,6 +361,9 @@ int bb_ring_init(struct bb_ring *r)
 	r->defer_tail = &r->defer_head;
 	r->barrier = NULL;
 	r->barrier_active = 0;
+	r->qos_held = 0;
+	r->qos_retry_ns = 0;
+	r->sim_head = NULL;
 	r->inflight = 0;
 	r->submitted = 0;
 	r->dead = 0;
@@ -367,6 +390,11 @@ void bb_ring_fini(struct bb_ring *r)
 	r->iov_arena = NULL;
 	r->free = NULL;
 	r->nr_reqs = 0;
+	if (r->wake_efd >= 0)
+		close(r->wake_efd);
+	if (r->timer_fd >= 0)
+		close(r->timer_fd);
+	r->wake_efd = r->timer_fd = -1;
 }
 
 /*
@@ -395,6 +423,11 @@ static void ring_unmap_req(struct bb_ring *r, struct bb_req *q)
 /* Answer @q and return it to the pool. */
 static void ring_complete(struct bb_ring *r, struct bb_req *q, int status)
 {
+	if (q->qos_admitted) {
+		/* The vbd's handle outlives its rings' threads (qos_daemon.c). */
+		qos_vbd_complete(r->vbd->qos, &q->qos);
+		q->qos_admitted = 0;
+	}
 	ring_unmap_req(r, q);
 	if (status == 0) {
 		uint64_t lat = util_now_ns() - q->start_ns;
@@ -464,14 +497,80 @@ static void log_io_error(struct bb_ring *r, const struct bb_req *q, int status)
 			strerror(-status));
 }
 
+/* What the scheduler and the simulated device see of @q (its whole cost, at its first step). */
+static void ring_qos_io(const struct bb_req *q, struct qos_io *io)
+{
+	io->offset_bytes = q->sector << BB_SECT_SHIFT;
+	io->len_bytes = q->nr_sect << BB_SECT_SHIFT;
+	switch (q->op) {
+	case BLKIF_OP_READ:
+		io->op = QOS_OP_READ;
+		break;
+	case BLKIF_OP_DISCARD:
+		io->op = QOS_OP_DISCARD;
+		break;
+	case BLKIF_OP_WRITE:
+		io->op = QOS_OP_WRITE;
+		break;
+	default: /* FLUSH_DISKCACHE, WRITE_BARRIER: a write when they carry data */
+		io->op = q->nr_segs ? QOS_OP_WRITE : QOS_OP_FLUSH;
+		if (!q->nr_segs)
+			io->len_bytes = 0;
+		break;
+	}
+}
+
+/*
+ * Ask the scheduler for @q (first step only). Returns 0 when it may go (or the vbd has no
+ * scheduler), -EAGAIN when it must wait: r->qos_retry_ns says until when at the latest.
+ */
+static int ring_admit(struct bb_ring *r, struct bb_req *q)
+{
+	struct qos_vbd *qv = __atomic_load_n(&r->vbd->qos, __ATOMIC_ACQUIRE);
+	struct qos_io io;
+	uint64_t retry = 0;
+	int rc;
+
+	if (!qv || q->qos_admitted || q->step != 0)
+		return 0;
+	ring_qos_io(q, &io);
+	rc = qos_vbd_admit(qv, &io, &q->qos, &retry);
+	if (rc == -EAGAIN) {
+		r->qos_held = 1;
+		r->qos_retry_ns = retry;
+		return -EAGAIN;
+	}
+	/* -EINVAL (an op the scheduler does not know) cannot happen: ring_qos_io maps them all. */
+	q->qos_admitted = rc == 0;
+	return 0;
+}
+
+/* Book @q's first step on the simulated device (after the target took it). */
+static void ring_sim_book(struct bb_ring *r, struct bb_req *q)
+{
+	struct qos_simdev *dev = r->vbd->bb ? r->vbd->bb->simdev : NULL;
+	struct qos_io io;
+
+	if (!dev || q->step != 0 || q->sim_done_ns)
+		return;
+	ring_qos_io(q, &io);
+	/* Each volume has its own region, so that sequential streams interleave as on one disk. */
+	io.offset_bytes += (uint64_t)(r->vbd->vol ? r->vbd->vol->sim_idx : 0) << 40;
+	q->sim_done_ns = qos_simdev_submit(dev, &io, NULL);
+}
+
 /*
  * Queue @q's current step. Returns 0 when it is queued or already answered (an error), or
- * -EAGAIN when the target queue is full: the caller keeps @q in the deferred list.
+ * -EAGAIN when the target queue is full or the scheduler holds it back (r->qos_held): the
+ * caller keeps @q in the deferred list.
  */
 static int ring_submit(struct bb_ring *r, struct bb_req *q)
 {
 	struct target_io *io = &q->tio;
 	int rc;
+
+	if (ring_admit(r, q) == -EAGAIN)
+		return -EAGAIN;
 
 	io->op = (enum target_op)q->steps[q->step];
 	io->iov = NULL;
@@ -502,8 +601,14 @@ static int ring_submit(struct bb_ring *r, struct bb_req *q)
 		rc = target_submit(r->tq, io);
 	}
 	if (rc == -EAGAIN) {
-		if (target_queue_inflight(r->tq) > 0)
-			return -EAGAIN; /* a completion will make room */
+		if (target_queue_inflight(r->tq) > 0) {
+			/* A completion will make room; the device time was not spent. */
+			if (q->qos_admitted && q->step == 0) {
+				qos_vbd_cancel(r->vbd->qos, &q->qos);
+				q->qos_admitted = 0;
+			}
+			return -EAGAIN;
+		}
 		rc = -EIO; /* nothing will ever make room: do not wait forever */
 	}
 	if (rc < 0) {
@@ -511,6 +616,7 @@ static int ring_submit(struct bb_ring *r, struct bb_req *q)
 		ring_complete(r, q, rc);
 		return 0;
 	}
+	ring_sim_book(r, q);
 	r->submitted++;
 	return 0;
 }
@@ -520,13 +626,63 @@ static void ring_run_deferred(struct bb_ring *r)
 {
 	struct bb_req *q;
 
+	r->qos_held = 0;
 	while ((q = defer_pop(r))) {
 		if (ring_submit(r, q) == -EAGAIN) {
 			defer_push_head(r, q);
-			bb_cnt_add(&r->st.oo_req, 1);
+			if (!r->qos_held)
+				bb_cnt_add(&r->st.oo_req, 1);
 			break;
 		}
 	}
+}
+
+/* Hold @q's response until the simulated device completes it (sim_head is sorted by time). */
+static void sim_hold(struct bb_ring *r, struct bb_req *q, int status)
+{
+	struct bb_req **pp = &r->sim_head;
+
+	q->sim_status = status;
+	while (*pp && (*pp)->sim_done_ns <= q->sim_done_ns)
+		pp = &(*pp)->next;
+	q->next = *pp;
+	*pp = q;
+}
+
+/* Answer the held requests whose simulated completion time has come. */
+static void sim_release(struct bb_ring *r, uint64_t now)
+{
+	struct bb_req *q;
+
+	while ((q = r->sim_head) && q->sim_done_ns <= now) {
+		r->sim_head = q->next;
+		q->next = NULL;
+		q->sim_done_ns = 0;
+		ring_complete(r, q, q->sim_status);
+	}
+}
+
+/* Arm timer_fd for the earlier of the scheduler's retry time and the next held response. */
+static void ring_timer_update(struct bb_ring *r)
+{
+	struct itimerspec its = { 0 };
+	uint64_t at = 0;
+
+	if (r->qos_held && r->defer_head)
+		at = r->qos_retry_ns;
+	if (r->sim_head && (!at || r->sim_head->sim_done_ns < at))
+		at = r->sim_head->sim_done_ns;
+	if (at == r->timer_ns || r->timer_fd < 0)
+		return;
+	its.it_value.tv_sec = (time_t)(at / 1000000000ull);
+	its.it_value.tv_nsec = (long)(at % 1000000000ull);
+
+	/* An absolute time already past fires at once; 0 disarms. */
+	if (timerfd_settime(r->timer_fd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
+		LOG_RATELIMITED(&r->rl, LOG_LVL_ERR, "%s: arming the QoS timer failed: %s",
+				r->name, strerror(errno));
+	else
+		r->timer_ns = at;
 }
 
 /* Target completion (from target_queue_poll, on the ring thread). */
@@ -543,6 +699,11 @@ static void ring_io_done(struct target_io *io, int status)
 	}
 	if (status < 0)
 		log_io_error(r, q, status);
+	if (q->sim_done_ns > util_now_ns()) {
+		sim_hold(r, q, status);
+		return;
+	}
+	q->sim_done_ns = 0;
 	ring_complete(r, q, status);
 }
 
@@ -684,6 +845,8 @@ static void ring_handle(struct bb_ring *r, const union bb_req_slot *slot,
 	q->nr_sect = p.nr_sect;
 	q->nr_segs = 0;
 	q->step = 0;
+	q->qos_admitted = 0;
+	q->sim_done_ns = 0;
 	q->start_ns = util_now_ns();
 	r->inflight++;
 	bb_cnt_add(&r->st.inflight, 1);
@@ -741,7 +904,8 @@ static void ring_handle(struct bb_ring *r, const union bb_req_slot *slot,
 	}
 	if (ring_submit(r, q) == -EAGAIN) {
 		defer_push_tail(r, q);
-		bb_cnt_add(&r->st.oo_req, 1);
+		if (!r->qos_held)
+			bb_cnt_add(&r->st.oo_req, 1);
 	}
 }
 
@@ -809,6 +973,8 @@ int bb_ring_pass(struct bb_ring *r)
 		defer_push_tail(r, r->barrier);
 		r->barrier = NULL;
 	}
+	if (r->sim_head)
+		sim_release(r, r->now_ns);
 	ring_run_deferred(r);
 	if (!stopping && !r->dead)
 		ring_consume(r);
@@ -825,6 +991,7 @@ int bb_ring_pass(struct bb_ring *r)
 	RING_PUSH_RESPONSES_AND_CHECK_NOTIFY(&r->br, notify);
 	if (notify)
 		r->ops->notify(r);
+	ring_timer_update(r);
 
 	if (stopping || r->dead || r->defer_head || r->barrier_active)
 		return 0; /* woken by a completion, not by the frontend */
@@ -869,6 +1036,8 @@ static int ring_spin(struct bb_ring *r, struct pollfd *tq)
 			return 1;
 		if (r->inflight && poll(tq, 1, 0) == 1)
 			return 1;
+		if (r->sim_head && r->sim_head->sim_done_ns <= util_now_ns())
+			return 1;
 #if defined(__x86_64__) || defined(__i386__)
 		__builtin_ia32_pause();
 #endif
@@ -879,7 +1048,7 @@ static int ring_spin(struct bb_ring *r, struct pollfd *tq)
 static void *ring_thread(void *arg)
 {
 	struct bb_ring *r = arg;
-	struct pollfd pfd[3];
+	struct pollfd pfd[5];
 
 	r->start_rc = target_queue_open(r->target, r->nr_reqs, &r->tq);
 	sem_post(&r->ready);
@@ -892,6 +1061,10 @@ static void *ring_thread(void *arg)
 	pfd[1].events = POLLIN;
 	pfd[2].fd = r->stop_efd;
 	pfd[2].events = POLLIN;
+	pfd[3].fd = r->wake_efd;
+	pfd[3].events = POLLIN;
+	pfd[4].fd = r->timer_fd;
+	pfd[4].events = POLLIN;
 
 	/* A frontend may have queued requests and kicked before we were bound. */
 	for (;;) {
@@ -905,7 +1078,7 @@ static void *ring_thread(void *arg)
 		    ring_spin(r, &pfd[1]))
 			continue;
 		/* Wake once a second while kept grants may need purging. */
-		if (poll(pfd, 3, r->pg_count ? 1000 : -1) < 0) {
+		if (poll(pfd, 5, r->pg_count ? 1000 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			log_err("%s: poll failed: %s", r->name, strerror(errno));
@@ -913,12 +1086,15 @@ static void *ring_thread(void *arg)
 		}
 		if (pfd[0].revents & (POLLIN | POLLERR | POLLHUP))
 			ring_drain_evtchn(r);
-		if (pfd[2].revents & POLLIN) {
+		for (int k = 2; k < 5; k++) {
 			uint64_t v;
 
-			if (read(r->stop_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-				log_err("%s: stop eventfd: %s", r->name, strerror(errno));
+			if ((pfd[k].revents & POLLIN) && read(pfd[k].fd, &v, sizeof(v)) < 0 &&
+			    errno != EAGAIN)
+				log_err("%s: reading a wake-up fd: %s", r->name, strerror(errno));
 		}
+		if (pfd[4].revents & POLLIN)
+			r->timer_ns = 0; /* fired: re-armed by the next pass if still needed */
 	}
 	/* A failed poll above leaves requests in flight: close waits for them (target.h). */
 	while (r->inflight && target_queue_inflight(r->tq) > 0) {
@@ -926,6 +1102,8 @@ static void *ring_thread(void *arg)
 			break;
 		RING_PUSH_RESPONSES(&r->br);
 	}
+	sim_release(r, UINT64_MAX); /* held responses of a failed poll: answer them now */
+	RING_PUSH_RESPONSES(&r->br);
 	target_queue_close(r->tq);
 	r->tq = NULL;
 	return NULL;

@@ -73,6 +73,7 @@ static int vol_get(struct blkback *bb, const char *name, struct bb_vol **out)
 	if (rc < 0)
 		goto err_close;
 	vol->refs = 1;
+	vol->sim_idx = bb->next_sim_idx++ & 0xffffff; /* 2^24 regions of 1 TiB in 64 bits */
 	vol->next = bb->vols;
 	bb->vols = vol;
 	*out = vol;
@@ -182,7 +183,7 @@ static int ring_setup(struct bb_vbd *v, struct bb_ring *r, unsigned qidx,
 								    : BB_DIRECT_SEGS;
 	r->persistent = v->persistent;
 	r->poll_ns = (uint64_t)bb->opts.poll_us * 1000;
-	r->stop_efd = -1;
+	r->stop_efd = r->wake_efd = r->timer_fd = -1;
 	r->nr_pages = d->nr_pages;
 	r->remote_port = d->port;
 	memcpy(r->ring_refs, d->refs, d->nr_pages * sizeof(d->refs[0]));
@@ -257,6 +258,7 @@ int bb_vbd_connect_rings(struct bb_vbd *v, const struct bb_ring_desc *d, unsigne
 			goto err;
 	}
 	v->nr_rings = nr_rings;
+	bb_qos_vbd_connect(v);
 	return 0;
 
 err:
@@ -275,6 +277,10 @@ void bb_vbd_disconnect(struct bb_vbd *v)
 	/* Ask every ring to stop first, so they drain in parallel, then join them one by one. */
 	for (unsigned i = 0; i < v->nr_rings; i++)
 		__atomic_store_n(&v->rings[i].stopping, 1, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < v->nr_rings; i++)
+		bb_ring_stop(&v->rings[i]);
+	/* Before the rings' wake fds close: the scheduler may wake this vbd until it is gone. */
+	bb_qos_vbd_disconnect(v);
 	for (unsigned i = 0; i < v->nr_rings; i++)
 		ring_teardown(v, &v->rings[i]);
 	free(v->rings);

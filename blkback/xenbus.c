@@ -972,6 +972,7 @@ void bb_xenbus_detach_begin(struct bb_vbd *v)
 
 void bb_xenbus_detach_finish(struct bb_vbd *v)
 {
+	bb_qos_vbd_forget(v);
 	vbd_remove(v, 1);
 }
 

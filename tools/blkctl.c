@@ -77,7 +77,7 @@ static void cmd_usage(const struct cmd *c, FILE *f)
 static const struct cmd *cur_cmd;
 
 /*
- * Parse a subcommand's options (at most 6, ending with a NULL entry; --help is added) with
+ * Parse a subcommand's options (at most 14, ending with a NULL entry; --help is added) with
  * getopt_long, which lets options and arguments mix. @set is called for each option found and
  * returns non-zero to reject it. Returns 0 with optind at the first positional argument, -1
  * after printing the command's help, or 2 after a one-line usage error.
@@ -85,7 +85,7 @@ static const struct cmd *cur_cmd;
 static int parse_opts(int argc, char **argv, const struct option *longopts,
 		      int (*set)(int opt, const char *arg))
 {
-	struct option all[8];
+	struct option all[16];
 	size_t n = 0;
 	int opt;
 
@@ -678,18 +678,80 @@ static int cmd_list(int argc, char **argv)
 
 static int ro_flag;
 
+/*
+ * QoS settings given as options (attach, set): the control protocol's field names. The daemon
+ * checks them against the device (qos_settings_check); here only the numbers' syntax.
+ */
+#define QOS_OPTS                                                                                   \
+	{"weight", required_argument, NULL, 'w'}, {"cap-iops", required_argument, NULL, 'c'},     \
+	    {"cap-bps", required_argument, NULL, 'C'},                                             \
+	    {"reserve-iops", required_argument, NULL, 'R'},                                        \
+	    {"burst-iops", required_argument, NULL, 'b'},                                          \
+	    {"burst-bps", required_argument, NULL, 'B'},                                           \
+	    {"burst-seconds", required_argument, NULL, 's'}
+
+static json_object *qos_fields; /* the options given, as request fields */
+
+static int qos_opt(int opt, const char *arg)
+{
+	static const struct {
+		int opt;
+		const char *field, *flag;
+		int bytes;
+	} map[] = {
+	    {'w', "weight", "--weight", 0},
+	    {'c', "cap_iops", "--cap-iops", 0},
+	    {'C', "cap_bps", "--cap-bps", 1},
+	    {'R', "reserve_iops", "--reserve-iops", 0},
+	    {'b', "burst_iops", "--burst-iops", 0},
+	    {'B', "burst_bps", "--burst-bps", 1},
+	    {'s', "burst_seconds", "--burst-seconds", 0},
+	};
+	uint64_t v;
+
+	for (size_t i = 0; i < ARRAY_SIZE(map); i++) {
+		if (map[i].opt != opt)
+			continue;
+		if (map[i].bytes ? util_parse_size(arg, &v) < 0
+				 : util_parse_u64(arg, 0, INT64_MAX, &v) < 0)
+			return usage_err(cur_cmd->name, "%s needs a whole number%s, not '%s'",
+					 map[i].flag, map[i].bytes ? " of bytes (K, M, G allowed)" : "",
+					 arg);
+		if (v > INT64_MAX)
+			return usage_err(cur_cmd->name, "%s %s is too large", map[i].flag, arg);
+		json_object_object_add(qos_fields, map[i].field, json_object_new_int64((int64_t)v));
+		return 0;
+	}
+	return 1;
+}
+
+static void qos_fields_reset(void)
+{
+	json_object_put(qos_fields);
+	qos_fields = json_object_new_object();
+}
+
+/* Copy the QoS options given into request @req. */
+static void qos_fields_add(json_object *req)
+{
+	json_object_object_foreach(qos_fields, key, val)
+		json_object_object_add(req, key, json_object_get(val));
+}
+
 static int ro_opt(int opt, const char *arg)
 {
-	(void)opt;
-	(void)arg;
-	ro_flag = 1;
-	return 0;
+	if (opt == 'r') {
+		ro_flag = 1;
+		return 0;
+	}
+	return qos_opt(opt, arg);
 }
 
 static int cmd_attach(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"ro", no_argument, NULL, 'r'},
+	    QOS_OPTS,
 	    {NULL, 0, NULL, 0},
 	};
 	const char *name, *dom, *vdev;
@@ -700,6 +762,7 @@ static int cmd_attach(int argc, char **argv)
 	int rc;
 
 	ro_flag = 0;
+	qos_fields_reset();
 	rc = parse_opts(argc, argv, opts, ro_opt);
 	if (rc)
 		return opts_status(rc);
@@ -717,6 +780,7 @@ static int cmd_attach(int argc, char **argv)
 	req_str(req, "domain", dom);
 	req_str(req, "vdev", vdev);
 	json_object_object_add(req, "ro", json_object_new_boolean(ro_flag));
+	qos_fields_add(req);
 	rc = call(&d, req, &ans);
 	blkctl_daemon_close(&d);
 	if (rc)
@@ -984,6 +1048,159 @@ static int cmd_stats(int argc, char **argv)
 	return 0;
 }
 
+/*
+ * ---- QoS: set, qos ----
+ */
+
+/* "none" for an unset limit, else the number with @unit. */
+static const char *fmt_limit(int64_t v, const char *unit, char *buf, size_t len)
+{
+	if (v <= 0)
+		return "none";
+	snprintf(buf, len, "%" PRId64 "%s", v, unit);
+	return buf;
+}
+
+static void print_settings(const char *who, json_object *s)
+{
+	char a[32], b[32], c[32], d[32], e[32];
+
+	printf("%s: weight %" PRId64 ", cap %s %s, reservation %s, burst %s %s for %" PRId64 " s\n",
+	       who, ans_int(s, "weight"), fmt_limit(ans_int(s, "cap_iops"), " IOPS", a, sizeof(a)),
+	       fmt_limit(ans_int(s, "cap_bps"), " B/s", b, sizeof(b)),
+	       fmt_limit(ans_int(s, "reserve_iops"), " IOPS", c, sizeof(c)),
+	       fmt_limit(ans_int(s, "burst_iops"), " IOPS", d, sizeof(d)),
+	       fmt_limit(ans_int(s, "burst_bps"), " B/s", e, sizeof(e)),
+	       ans_int(s, "burst_seconds"));
+}
+
+static int cmd_set(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    QOS_OPTS,
+	    {NULL, 0, NULL, 0},
+	};
+	struct blkctl_daemon d;
+	json_object *req, *ans, *set;
+	uint32_t devid;
+	char who[160];
+	int rc;
+
+	qos_fields_reset();
+	rc = parse_opts(argc, argv, opts, qos_opt);
+	if (rc)
+		return opts_status(rc);
+	if (optind != argc - 2)
+		return usage_err("set", "set needs DOMAIN VDEV and at least one setting");
+	if (json_object_object_length(qos_fields) == 0)
+		return usage_err("set", "set needs at least one of --weight, --cap-iops, --cap-bps, "
+					"--reserve-iops, --burst-iops, --burst-bps, --burst-seconds");
+	if (check_vdev(argv[optind + 1], &devid) || check_pool() || need_daemon(&d))
+		return 1;
+	req = request("set");
+	req_str(req, "domain", argv[optind]);
+	req_str(req, "vdev", argv[optind + 1]);
+	qos_fields_add(req);
+	rc = call(&d, req, &ans);
+	blkctl_daemon_close(&d);
+	if (rc)
+		return 1;
+	snprintf(who, sizeof(who), "%s %s", argv[optind], argv[optind + 1]);
+	if (json_object_object_get_ex(ans, "settings", &set))
+		print_settings(who, set);
+	json_object_put(ans);
+	return 0;
+}
+
+/* Bytes per second, short: "512B/s", "4.0MB/s". */
+static char *fmt_bps(int64_t v, char *buf, size_t len)
+{
+	static const char *const units[] = {"B/s", "KB/s", "MB/s", "GB/s"};
+	double x = (double)v;
+	size_t u = 0;
+
+	while (x >= 1000.0 && u + 1 < ARRAY_SIZE(units)) {
+		x /= 1000.0;
+		u++;
+	}
+	snprintf(buf, len, u ? "%.1f%s" : "%.0f%s", x, units[u]);
+	return buf;
+}
+
+static void print_qos_table(json_object *ans)
+{
+	json_object *dev = NULL, *vbds = ans_vbds(ans);
+
+	json_object_object_get_ex(ans, "device", &dev);
+	if (!ans_bool(ans, "enabled")) {
+		printf("QoS is off (blkbackd --no-qos)\n");
+	} else if (dev) {
+		printf("device: %" PRId64 " IOPS capacity (4 KiB random), vrate %.1f%%, reserved "
+		       "%" PRId64 " IOPS, period %.0f ms; model: %s\n",
+		       ans_int(dev, "capacity_iops"), (double)ans_int(dev, "vrate_ppm") / 10000.0,
+		       ans_int(dev, "reserved_iops"), (double)ans_int(dev, "period_ns") / 1e6,
+		       ans_str(dev, "model"));
+	}
+	printf("%-16s %-6s %6s %9s %10s %9s %7s %9s %8s %10s %10s %-12s\n", "DOMAIN", "VDEV",
+	       "WEIGHT", "CAP_IOPS", "CAP_BPS", "RESV_IOPS", "SHARE", "CREDIT", "IOPS", "BPS",
+	       "THROTTLED", "STATE");
+	for (size_t i = 0; i < vbds_len(vbds); i++) {
+		json_object *e = json_object_array_get_idx(vbds, i);
+		char dom[40], a[32], b[32], c[32], bps[32], share[16], credit[24], thr[24];
+
+		if (ans_str(e, "domain")[0])
+			snprintf(dom, sizeof(dom), "%s", ans_str(e, "domain"));
+		else
+			snprintf(dom, sizeof(dom), "%" PRId64, ans_int(e, "domid"));
+		snprintf(share, sizeof(share), "%.1f%%", ans_double(e, "share_pct"));
+		snprintf(credit, sizeof(credit), "%.2fms", (double)ans_int(e, "credit_ns") / 1e6);
+		snprintf(thr, sizeof(thr), "%.2fs", (double)ans_int(e, "throttled_ns") / 1e9);
+		printf("%-16s %-6s %6" PRId64 " %9s %10s %9s %7s %9s %8" PRId64 " %10s %10s %-12s\n",
+		       dom, ans_str(e, "vdev"), ans_int(e, "weight"),
+		       fmt_limit(ans_int(e, "cap_iops"), "", a, sizeof(a)),
+		       ans_int(e, "cap_bps") > 0 ? fmt_bps(ans_int(e, "cap_bps"), b, sizeof(b))
+						 : "none",
+		       fmt_limit(ans_int(e, "reserve_iops"), "", c, sizeof(c)), share, credit,
+		       ans_int(e, "iops"), fmt_bps(ans_int(e, "bps"), bps, sizeof(bps)), thr,
+		       ans_str(e, "state"));
+	}
+}
+
+static int cmd_qos(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"json", no_argument, NULL, 'j'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct blkctl_daemon d;
+	json_object *ans;
+	int rc;
+
+	json_flag = 0;
+	rc = parse_opts(argc, argv, opts, json_opt);
+	if (rc)
+		return opts_status(rc);
+	if (optind != argc)
+		return usage_err("qos", "qos takes no arguments besides --json");
+	if (check_pool() || need_daemon(&d))
+		return 1;
+	rc = call(&d, request("qos"), &ans);
+	blkctl_daemon_close(&d);
+	if (rc)
+		return 1;
+	if (json_flag) {
+		json_c_set_serialization_double_format("%.2f", JSON_C_OPTION_GLOBAL);
+		json_object_object_del(ans, "ok");
+		puts(json_object_to_json_string_ext(ans, JSON_C_TO_STRING_PRETTY |
+							     JSON_C_TO_STRING_SPACED |
+							     JSON_C_TO_STRING_NOSLASHESCAPE));
+	} else {
+		print_qos_table(ans);
+	}
+	json_object_put(ans);
+	return 0;
+}
+
 /* Dedup commands (blkctl_dedup.c) in the command table's shape. */
 #define DEDUP_CMD(x)                                                                              \
 	static int cmd_##x(int argc, char **argv)                                                  \
@@ -1022,10 +1239,21 @@ static const struct cmd cmds[] = {
     {"list", cmd_list, "[--json]",
      "List the volumes: name, size, store and, when blkbackd runs, the domains and virtual\n"
      "disks they are attached as.\n"},
-    {"attach", cmd_attach, "VOL DOMAIN VDEV [--ro]",
+    {"attach", cmd_attach, "VOL DOMAIN VDEV [--ro] [QoS options]",
      "Attach a volume to a domain (name or id) as virtual disk VDEV (xvda, xvdb, ...): blkbackd\n"
      "writes the frontend and backend nodes as a Xen toolstack does and serves the disk once\n"
-     "the guest connects. --ro attaches it read-only. Needs blkbackd running.\n"},
+     "the guest connects. --ro attaches it read-only. QoS options as for set (the rest take\n"
+     "their defaults: weight 256, no cap, no reservation). Needs blkbackd running.\n"},
+    {"set", cmd_set, "DOMAIN VDEV [--weight N] [--cap-iops N] [--cap-bps N] [--reserve-iops N]"
+     " [--burst-iops N] [--burst-bps N] [--burst-seconds S]",
+     "Change a virtual disk's I/O QoS online (effective within one 30 ms period; kept across\n"
+     "blkbackd restarts). --weight 1..65535 is its share of a contended device (default 256);\n"
+     "--cap-iops/--cap-bps a hard ceiling (0: none); --reserve-iops a guaranteed minimum;\n"
+     "--burst-iops/--burst-bps a rate above the cap allowed for --burst-seconds after a quiet\n"
+     "spell. Settings not given keep their values. Invalid ones are refused.\n"},
+    {"qos", cmd_qos, "[--json]",
+     "Per virtual disk: weight, cap, reservation, current share, credit, achieved IOPS and\n"
+     "bytes/s, time throttled, scheduler state; and the device's capacity and vrate.\n"},
     {"detach", cmd_detach, "DOMAIN VDEV",
      "Detach a virtual disk: the guest is asked to close it, I/O in flight completes, then\n"
      "the nodes are removed. Needs blkbackd running.\n"},
