@@ -20,6 +20,7 @@
 #define LOG_TAG "qos"
 #include "blkback/blkback_internal.h"
 #include "blkback/qos_glue.h"
+#include "blkback/qos_model.h"
 #include "qos/simdev.h"
 
 #include <errno.h>
@@ -60,14 +61,29 @@ int bb_qos_start(struct blkback *bb)
 		p.cost = sp.cost;
 		snprintf(bb->qos_model_src, sizeof(bb->qos_model_src), "the simulated device %s",
 			 bb->sim_spec);
+	} else {
+		rc = qos_model_load(bb->opts.pool, &p.cost, why, sizeof(why));
+		if (rc == 0) {
+			qos_model_path(bb->qos_model_src, sizeof(bb->qos_model_src), bb->opts.pool);
+		} else if (rc != -ENOENT) {
+			/* Serving the disks matters more than a broken calibration file. */
+			log_err("the pool's device model is unusable (%s); using the default model",
+				rc == -EINVAL ? why : strerror(-rc));
+			qos_params_default(&p);
+		}
 	}
-	if (bb->opts.no_qos)
+	if (bb->opts.no_qos) {
+		log_info("I/O scheduling off (--no-qos)%s%s", bb->simdev ? "; simulated device " : "",
+			 bb->simdev ? bb->sim_spec : "");
 		return 0;
+	}
 	rc = qos_sched_new(&p, NULL, &bb->qos, why, sizeof(why));
 	if (rc < 0) {
 		log_err("cannot create the I/O scheduler: %s", rc == -EINVAL ? why : strerror(-rc));
 		return rc;
 	}
+	log_info("I/O scheduling on: %llu IOPS capacity, cost model from %s",
+		 (unsigned long long)qos_sched_capacity_iops(bb->qos), bb->qos_model_src);
 	return 0;
 }
 

@@ -26,6 +26,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "tools/blkctl.h"
+#include "tools/blkctl_calibrate.h"
 
 #define EXIT_USAGE 2
 
@@ -1201,6 +1202,11 @@ static int cmd_qos(int argc, char **argv)
 	return 0;
 }
 
+static int cmd_calibrate(int argc, char **argv)
+{
+	return check_pool() ?: blkctl_calibrate(pool, argc, argv);
+}
+
 /* Dedup commands (blkctl_dedup.c) in the command table's shape. */
 #define DEDUP_CMD(x)                                                                              \
 	static int cmd_##x(int argc, char **argv)                                                  \
@@ -1251,6 +1257,7 @@ static const struct cmd cmds[] = {
      "--cap-iops/--cap-bps a hard ceiling (0: none); --reserve-iops a guaranteed minimum;\n"
      "--burst-iops/--burst-bps a rate above the cap allowed for --burst-seconds after a quiet\n"
      "spell. Settings not given keep their values. Invalid ones are refused.\n"},
+    {"calibrate", cmd_calibrate, BLKCTL_CALIBRATE_ARGS, BLKCTL_CALIBRATE_HELP},
     {"qos", cmd_qos, "[--json]",
      "Per virtual disk: weight, cap, reservation, current share, credit, achieved IOPS and\n"
      "bytes/s, time throttled, scheduler state; and the device's capacity and vrate.\n"},
