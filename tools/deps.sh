@@ -7,7 +7,8 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
 libxen-dev xenstore-utils
 liburing-dev libaio-dev liblmdb-dev lmdb-utils libssl-dev libcunit1-dev libjson-c-dev
 fio dpkg-dev python3
-nbdkit qemu-system-common linux-perf gnuplot-nox"
+nbdkit qemu-system-common linux-perf gnuplot-nox
+debootstrap e2fsprogs"
 
 missing=""
 for p in $PKGS; do
