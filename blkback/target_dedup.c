@@ -2,25 +2,32 @@
  * target_dedup.c - the dedup target: a volume of the pool's dedup store (dedup/dedup.h) behind
  * the target interface, so blkbackd's ring threads serve it exactly like a raw volume.
  *
- * Each queue owns one dedup context (its SHA-256 state, LMDB read slot and completion queue)
- * and one preallocated dedup request per slot, so the I/O path allocates nothing. Writes are
- * hashed and deduplicated on the ring thread (dedup_write_prepare), the new blocks' container
- * extents are written with pwrite, and the request goes to the store's writer thread; its
- * completion (journaled: it survives kill -9) comes back through the context's eventfd. Reads
- * resolve their extents and pread them at submit; discards and flushes go to the writer.
+ * Each queue owns one dedup context (its SHA-256 state, LMDB read slot and completion queue),
+ * one io_uring for the container data, and one preallocated dedup request per slot, so the I/O
+ * path allocates nothing. Writes are hashed and deduplicated on the ring thread
+ * (dedup_write_prepare); the new blocks' container extents go to the io_uring (the guest pages,
+ * in place), and when the last of them has completed the request goes to the store's writer
+ * thread, whose completion (journaled: it survives kill -9) comes back through the context's
+ * eventfd. Reads resolve their extents at submit and read them through the io_uring; discards
+ * and flushes go to the writer.
  *
- * Requests that finish inside submit (reads, refused or failed writes) must still complete from
- * target_queue_poll(): they wait in a per-queue list and a queue eventfd is signalled. The
- * queue's fd is an epoll fd over that eventfd and the context's, so the ring thread polls one fd.
+ * Durability is unchanged by the asynchrony: dedup_write_submit() is called only once every
+ * extent write has completed, and the writer only records a container as needing fdatasync
+ * when it applies the request, so a checkpoint that syncs containers always comes after the
+ * data it covers reached the file (docs/dedup.md, Durability).
  *
- * The data I/O is synchronous on the ring thread: the containers are buffered files (page cache),
- * so a write is a memory copy and a read of recent data a cache hit.
+ * Requests that finish without container I/O (zero-only reads, duplicate-only writes handed on
+ * at once, failed prepares) must still complete from target_queue_poll(): they wait in a
+ * per-queue list and the queue eventfd is signalled. The io_uring signals the same eventfd
+ * (io_uring_register_eventfd), and the queue's fd is an epoll fd over it and the context's, so
+ * the ring thread polls one fd.
  */
 #define LOG_TAG "dedup-target"
 
 #include "blkback/target_dedup.h"
 
 #include <errno.h>
+#include <liburing.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,8 +53,15 @@ struct dd_target {
 struct dd_slot {
 	struct dedup_req *req;
 	struct target_io *io;
-	int status; /**< for completions made inside submit */
+	enum target_op op;
+	int status;	  /**< worst extent status; for deferred completions, theirs */
+	uint32_t pending; /**< extent I/Os in the io_uring not yet reaped */
 };
+
+/* An extent's CQE tag: slot index and extent index (< DEDUP_REQ_MAX_BLK). */
+#define DD_TAG(slot, ext) (((uint64_t)(slot) << 16) | (ext))
+#define DD_TAG_SLOT(tag) ((uint32_t)((tag) >> 16))
+#define DD_TAG_EXT(tag) ((unsigned)((tag)&0xffff))
 
 struct dd_queue {
 	struct target_queue base; /**< first */
@@ -59,8 +73,13 @@ struct dd_queue {
 	uint32_t *done; /**< FIFO of slots completed inside submit */
 	uint32_t done_head, done_len;
 	uint32_t depth;
-	int efd;   /**< signalled when done[] is not empty */
-	int epfd;  /**< efd + the context's fd: the queue's fd */
+	struct io_uring ring; /**< container data I/O */
+	int ring_ok;	      /**< ring initialised */
+	uint32_t sq_entries;  /**< extent I/Os the ring takes at once */
+	uint32_t sq_used;     /**< extent I/Os queued or in flight (SQEs not yet reaped) */
+	int efd;	      /**< signalled when done[] is not empty and by every CQE */
+	int epfd;	      /**< efd + the context's fd: the queue's fd */
+	struct log_ratelimit rl;
 };
 
 static const struct target_ops dd_ops;
@@ -135,6 +154,8 @@ static void dd_queue_free(struct dd_queue *q)
 	if (q->slots)
 		for (uint32_t i = 0; i < q->depth; i++)
 			dedup_req_free(q->slots[i].req);
+	if (q->ring_ok)
+		io_uring_queue_exit(&q->ring);
 	if (q->epfd >= 0)
 		close(q->epfd);
 	if (q->efd >= 0)
@@ -186,6 +207,26 @@ static int dd_queue_open(struct target *base, uint32_t depth, struct target_queu
 		rc = -errno;
 		goto err;
 	}
+	/*
+	 * Room for every slot's request at its largest (one extent per block at worst), bounded:
+	 * a request that finds too few free entries is backpressure. With at most sq_entries
+	 * operations unreaped, the CQ (twice the SQ) cannot overflow.
+	 */
+	q->sq_entries = depth * 8 < DEDUP_REQ_MAX_BLK ? DEDUP_REQ_MAX_BLK : depth * 8;
+	if (q->sq_entries > 4096)
+		q->sq_entries = 4096;
+	rc = io_uring_queue_init(q->sq_entries, &q->ring, 0);
+	if (rc < 0) {
+		log_err("io_uring_queue_init(%u): %s", q->sq_entries, strerror(-rc));
+		goto err;
+	}
+	q->ring_ok = 1;
+	q->sq_entries = q->ring.sq.ring_entries;
+	rc = io_uring_register_eventfd(&q->ring, q->efd);
+	if (rc < 0) {
+		log_err("io_uring_register_eventfd: %s", strerror(-rc));
+		goto err;
+	}
 	ev.data.fd = q->efd;
 	if (epoll_ctl(q->epfd, EPOLL_CTL_ADD, q->efd, &ev) < 0) {
 		rc = -errno;
@@ -216,14 +257,25 @@ static void dd_defer_done(struct dd_queue *q, struct dd_slot *slot, int status)
 		log_warn("cannot signal the queue eventfd: %s", strerror(errno));
 }
 
-/* Move every byte of one extent; a short transfer (a signal, a full disk) is resumed. */
-static int dd_extent_io(const struct dedup_extent *e, int write_op)
+/*
+ * Move the bytes of one extent from byte @done on, synchronously: the rest of a short transfer
+ * of the io_uring (a signal, a full disk), which is rare enough not to queue again.
+ */
+static int dd_extent_rest(const struct dedup_extent *e, int write_op, uint64_t done)
 {
-	uint64_t off = e->offset_bytes;
+	uint64_t off = e->offset_bytes + done;
 
 	for (unsigned i = 0; i < e->iovcnt; i++) {
 		char *p = e->iov[i].iov_base;
 		size_t len = e->iov[i].iov_len;
+
+		if (done >= len) {
+			done -= len;
+			continue;
+		}
+		p += done;
+		len -= done;
+		done = 0;
 
 		while (len) {
 			ssize_t m = write_op ? pwrite(e->fd, p, len, (off_t)off)
@@ -241,6 +293,30 @@ static int dd_extent_io(const struct dedup_extent *e, int write_op)
 		}
 	}
 	return 0;
+}
+
+/*
+ * Queue one SQE per extent of @slot's request. The caller checked that the ring has room for
+ * every one of them (sq_used + blocks <= sq_entries), so io_uring_get_sqe() cannot fail.
+ */
+static void dd_queue_extents(struct dd_queue *q, struct dd_slot *slot)
+{
+	uint32_t si = (uint32_t)(slot - q->slots);
+	unsigned n = dedup_req_nr_extents(slot->req);
+
+	slot->pending = n;
+	slot->status = 0;
+	for (unsigned i = 0; i < n; i++) {
+		const struct dedup_extent *e = dedup_req_extent(slot->req, i);
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+
+		if (slot->op == TARGET_OP_READ)
+			io_uring_prep_readv(sqe, e->fd, e->iov, e->iovcnt, e->offset_bytes);
+		else
+			io_uring_prep_writev(sqe, e->fd, e->iov, e->iovcnt, e->offset_bytes);
+		io_uring_sqe_set_data64(sqe, DD_TAG(si, i));
+	}
+	q->sq_used += n;
 }
 
 static int dd_submit(struct target_queue *base, struct target_io *io)
@@ -262,30 +338,39 @@ static int dd_submit(struct target_queue *base, struct target_io *io)
 		return -EROFS;
 	if (!q->nr_free)
 		return -EAGAIN;
+	/* A request has at most one extent per block: make sure they all fit before preparing. */
+	if ((io->op == TARGET_OP_READ || io->op == TARGET_OP_WRITE) &&
+	    q->sq_used + nr > q->sq_entries)
+		return -EAGAIN;
 	slot = &q->slots[q->free[q->nr_free - 1]];
 	r = slot->req;
+	slot->op = io->op;
 
 	switch (io->op) {
 	case TARGET_OP_READ:
 		rc = dedup_read_prepare(q->ctx, t->vol, first, (uint32_t)nr, io->iov, io->iovcnt, r);
 		if (rc < 0)
 			return rc;
-		for (unsigned i = 0; i < dedup_req_nr_extents(r) && rc == 0; i++)
-			rc = dd_extent_io(dedup_req_extent(r, i), 0);
-		dedup_read_finish(q->ctx, r);
-		q->nr_free--;
-		slot->io = io;
-		q->base.inflight++;
-		dd_defer_done(q, slot, rc);
-		return 0;
+		if (dedup_req_nr_extents(r) == 0) {
+			/* all zero blocks: filled in place already */
+			dedup_read_finish(q->ctx, r);
+			q->nr_free--;
+			slot->io = io;
+			q->base.inflight++;
+			dd_defer_done(q, slot, 0);
+			return 0;
+		}
+		dd_queue_extents(q, slot);
+		break;
 	case TARGET_OP_WRITE:
 		rc = dedup_write_prepare(q->ctx, t->vol, first, (uint32_t)nr, io->iov, io->iovcnt,
 					 r);
 		if (rc < 0)
 			return rc;
-		for (unsigned i = 0; i < dedup_req_nr_extents(r) && rc == 0; i++)
-			rc = dd_extent_io(dedup_req_extent(r, i), 1);
-		dedup_write_submit(q->ctx, r, rc);
+		if (dedup_req_nr_extents(r) == 0)
+			dedup_write_submit(q->ctx, r, 0); /* zeros and duplicates only */
+		else
+			dd_queue_extents(q, slot);
 		break;
 	case TARGET_OP_DISCARD:
 		rc = dedup_discard_submit(q->ctx, t->vol, first, nr, r);
@@ -306,10 +391,21 @@ static int dd_submit(struct target_queue *base, struct target_io *io)
 	return 0;
 }
 
+/* Hand every queued extent I/O to the kernel: one system call per pass over the blkif ring. */
 static int dd_commit(struct target_queue *base)
 {
-	(void)base;
-	return 0; /* everything was handed on at submit */
+	struct dd_queue *q = (struct dd_queue *)base;
+	int rc;
+
+	if (io_uring_sq_ready(&q->ring) == 0)
+		return 0;
+	do {
+		rc = io_uring_submit(&q->ring);
+	} while (rc == -EINTR);
+	/* Short of kernel resources: the SQEs stay queued and the next commit or poll retries. */
+	if (rc == -EAGAIN || rc == -EBUSY)
+		return 0;
+	return rc;
 }
 
 static void dd_complete(struct dd_queue *q, struct dd_slot *slot, int status)
@@ -322,18 +418,60 @@ static void dd_complete(struct dd_queue *q, struct dd_slot *slot, int status)
 	io->done(io, status);
 }
 
+/*
+ * One extent I/O completed with @res (bytes or -errno). When it was its request's last: a read
+ * completes (after unpinning its containers), a write goes to the writer with the worst status,
+ * which aborts it if any extent failed (nothing points at its slots then).
+ * Returns 1 when a request completed here.
+ */
+static int dd_extent_done(struct dd_queue *q, uint64_t tag, int res)
+{
+	struct dd_slot *slot = &q->slots[DD_TAG_SLOT(tag)];
+	const struct dedup_extent *e = dedup_req_extent(slot->req, DD_TAG_EXT(tag));
+	int write_op = slot->op == TARGET_OP_WRITE;
+	uint64_t want = (uint64_t)e->nr_blk * DD_BLK;
+
+	q->sq_used--;
+	if (res >= 0 && (uint64_t)res < want)
+		res = res == 0 && !write_op ? -EIO : dd_extent_rest(e, write_op, (uint64_t)res);
+	if (res < 0) {
+		if (!slot->status)
+			slot->status = res;
+		LOG_RATELIMITED(&q->rl, LOG_LVL_ERR, "%s: container %s failed: %s", q->t->name,
+				write_op ? "write" : "read", strerror(-res));
+	}
+	if (--slot->pending)
+		return 0;
+	if (!write_op) {
+		dedup_read_finish(q->ctx, slot->req);
+		dd_complete(q, slot, slot->status);
+		return 1;
+	}
+	dedup_write_submit(q->ctx, slot->req, slot->status);
+	return 0;
+}
+
 static int dd_poll(struct target_queue *base, int wait)
 {
 	struct dd_queue *q = (struct dd_queue *)base;
 	int n = 0;
 
 	for (;;) {
+		struct io_uring_cqe *cqe;
 		struct dedup_req *r;
 		uint64_t v;
 		int status;
 
-		if (q->done_len && read(q->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		/* Cleared before reaping: whatever completes after this signals it again. */
+		if (read(q->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 			return -errno;
+		while (io_uring_peek_cqe(&q->ring, &cqe) == 0) {
+			uint64_t tag = io_uring_cqe_get_data64(cqe);
+			int res = cqe->res;
+
+			io_uring_cqe_seen(&q->ring, cqe);
+			n += dd_extent_done(q, tag, res);
+		}
 		while (q->done_len) {
 			struct dd_slot *slot = &q->slots[q->done[q->done_head]];
 
@@ -348,9 +486,16 @@ static int dd_poll(struct target_queue *base, int wait)
 		}
 		if (n || !wait || !q->base.inflight)
 			return n;
+		/* Waiting for extent I/Os nobody committed would wait forever. */
+		if (io_uring_sq_ready(&q->ring)) {
+			int rc = dd_commit(base);
+
+			if (rc < 0)
+				return rc;
+		}
 		struct pollfd pfd = { .fd = q->epfd, .events = POLLIN };
 
-		if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+		if (poll(&pfd, 1, io_uring_sq_ready(&q->ring) ? 1 : -1) < 0 && errno != EINTR)
 			return -errno;
 	}
 }
