@@ -321,6 +321,17 @@ def drop_cache(path):
         os.close(fd)
 
 
+def containers_cached(rig):
+    """Share of the container files' pages in the page cache (mincore), over all of them."""
+    tot = cached = 0
+    for c in rig.containers():
+        sz = os.path.getsize(c)
+        f = bench.cached_fraction(c)
+        tot += sz
+        cached += f * sz if f >= 0 else 0
+    return cached / tot if tot else 0.0
+
+
 def fio_run(rig, job, vdev, tag):
     name, args, _, _ = job
     out = os.path.join(rig.tmp, tag + ".json")
@@ -394,22 +405,27 @@ def speed_part(rig, report, text):
                 time.sleep(1)
                 seq += 1
                 r = run_one(rig, job, who, vdev[who], "run%03d-%s-%s" % (seq, job[0], who))
-                r.update({"job": job[0], "who": who, "rep": rep})
+                r.update({"job": job[0], "who": who, "rep": rep,
+                          "cached_end": containers_cached(rig) if who == "dedup" else 0.0})
                 runs.setdefault((job[0], who), []).append(r)
                 log("  %-34s %-6s rep %d: %8.0f IOPS  p50 %7.1f us  p99 %8.1f us  "
-                    "blkbackd %6.2f us/IO  disk %6.0f IOPS QD %5.1f"
+                    "blkbackd %6.2f us/IO  disk %6.0f IOPS QD %5.1f%s"
                     % (job[3], who, rep + 1, r["iops"], r["p50_us"], r["p99_us"],
-                       r["be_us_per_io"], r["disk_iops"] or 0, r["disk_aqu"] or 0))
+                       r["be_us_per_io"], r["disk_iops"] or 0, r["disk_aqu"] or 0,
+                       "  containers %3.0f%% cached at the end" % (r["cached_end"] * 100)
+                       if who == "dedup" else ""))
     med = {}
     for k, v in runs.items():
         med[k] = {m: statistics.median(x[m] for x in v if x[m] is not None)
-                  for m in ("iops", "p50_us", "p99_us", "be_us_per_io", "disk_iops", "disk_aqu")}
+                  for m in ("iops", "p50_us", "p99_us", "be_us_per_io", "disk_iops", "disk_aqu",
+                            "cached_end")}
         med[k]["iops_runs"] = [round(x["iops"]) for x in v]
-    hdr = "%-34s %-6s %9s %8s %9s %9s %7s %9s  %s" % ("job", "volume", "IOPS", "p50 us",
-                                                      "p99 us", "srv us/IO", "x raw", "target",
-                                                      "")
+    hdr = "%-34s %-6s %9s %8s %9s %9s %9s %7s %9s  %s" % (
+        "job", "volume", "IOPS", "p50 us", "p99 us", "srv us/IO", "cached", "x raw", "target", "")
     lines = ["speed: median of %d run(s) of %d s, 4 KiB, QD32, one guest queue; srv us/IO = "
-             "blkbackd CPU per I/O" % (REPS, RUNTIME), hdr, "-" * len(hdr)]
+             "blkbackd CPU per I/O;" % (REPS, RUNTIME),
+             "cached = share of the container files in the page cache when a dedup run ended "
+             "(each run starts with none)", hdr, "-" * len(hdr)]
     tg = []
     for job in SPEED_JOBS:
         r, d = med[(job[0], "raw")], med[(job[0], "dedup")]
@@ -418,8 +434,9 @@ def speed_part(rig, report, text):
         tg.append({"job": job[0], "target": ">= %.1fx raw IOPS" % job[2], "value": round(x, 3),
                    "met": met})
         for who, m in (("raw", r), ("dedup", d)):
-            lines.append("%-34s %-6s %9.0f %8.1f %9.1f %9.2f %7s %9s  %s"
+            lines.append("%-34s %-6s %9.0f %8.1f %9.1f %9.2f %9s %7s %9s  %s"
                          % (job[3], who, m["iops"], m["p50_us"], m["p99_us"], m["be_us_per_io"],
+                            "%.0f%%" % (m["cached_end"] * 100) if who == "dedup" else "",
                             "%.2f" % x if who == "dedup" else "",
                             ">= %.1fx" % job[2] if who == "dedup" else "",
                             ("met" if met else "MISSED") if who == "dedup" else ""))
