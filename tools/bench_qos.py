@@ -373,6 +373,7 @@ def run_guests(rig, tag, guests, events=()):
     smp = Sampler(d)
     ours = [d.proc.pid, rig.hvsimd.pid]
     c0 = sum(bench.cpu_ticks(p) for p in ours) / bench.HZ
+    b0 = bench.cpu_ticks(d.proc.pid) / bench.HZ
     me0 = os.times()
     h0 = bench.host_busy_ticks()
     smp.start()
@@ -411,12 +412,16 @@ def run_guests(rig, tag, guests, events=()):
     h1 = bench.host_busy_ticks()
     me1 = os.times()
     c1 = sum(bench.cpu_ticks(p) for p in ours) / bench.HZ
+    b1 = bench.cpu_ticks(d.proc.pid) / bench.HZ
+    ios = sum(v.get("req", 0) - smp.samples[0]["vbds"].get(k, {}).get("req", 0)
+              for k, v in smp.samples[-1]["vbds"].items())
     mine = (c1 - c0) + sum(g.cpu_s for g in guests) + \
         (me1.user + me1.system - me0.user - me0.system)
     busy = (h1[0] - h0[0]) / bench.HZ
     smp.load = {"wall_s": wall, "host_busy_cpus": busy / wall, "ours_cpus": mine / wall,
                 "others_cpus": max(0.0, busy - mine) / wall,
-                "steal_cpus": (h1[1] - h0[1]) / bench.HZ / wall}
+                "steal_cpus": (h1[1] - h0[1]) / bench.HZ / wall,
+                "blkbackd_us_per_io": (b1 - b0) * 1e6 / ios if ios > 0 else None}
     LOADS.append((tag, smp.load["others_cpus"]))
     if smp.load["others_cpus"] > 0.25:
         log("  (meanwhile other processes on this machine used %.2f of its %d CPUs)"
@@ -667,7 +672,7 @@ def three_saturating(pools, daemon, tag, weights):
     return guests, keys, r, smp, field, (a, b)
 
 
-def guest_table(title, guests, r, weights=None, extra=None):
+def guest_table(title, guests, r, weights=None, extra=None, load=None):
     hdr = "    %-10s %7s %10s %10s %8s %9s %9s" % ("guest", "weight", "IOPS(ctr)", "IOPS(fio)",
                                                   "share", "p50 us", "p99 us")
     lines = ["  " + title, hdr]
@@ -677,6 +682,12 @@ def guest_table(title, guests, r, weights=None, extra=None):
                      % (g.key, weights[i] if weights else "-", r[g.key], g.result["iops"],
                         100.0 * r[g.key] / tot, g.result["clat_p50_us"],
                         g.result["clat_p99_us"], extra[i] if extra else ""))
+    if load:
+        lines.append("    all %.0f IOPS; blkbackd CPU %s us per I/O; other processes used %.2f "
+                     "CPUs meanwhile" % (sum(r.values()),
+                                         "%.1f" % load["blkbackd_us_per_io"]
+                                         if load.get("blkbackd_us_per_io") else "-",
+                                         load["others_cpus"]))
     for ln in lines:
         log(ln)
     return lines
@@ -686,7 +697,8 @@ def sc_path(pools, res, checks, text):
     log("\n== path: 3 guests QD32 without the simulated device and without QoS")
     guests, keys, r, smp, field, win = three_saturating(pools, pools.path, "path", None)
     agg = sum(r.values())
-    text += guest_table("path capacity (no simulated device, no QoS)", guests, r)
+    text += guest_table("path capacity (no simulated device, no QoS)", guests, r,
+                        load=smp.load)
     res["path"] = {"iops": r, "aggregate": agg, "window_s": win[1] - win[0],
                    "fio": {g.key: g.result for g in guests}, "trace": trace(smp, keys, field)}
     checks.add("path", "fio+blkbackd capacity / simulated device", agg / sim_iops(), "%.1fx",
@@ -699,7 +711,8 @@ def sc_weights(pools, res, checks, text):
     log("  baseline: the same guests with --no-qos")
     gb, kb, rb, smpb, fb, wb = three_saturating(pools, pools.noqos, "noqos", None)
     agg_b = sum(rb.values())
-    text += guest_table("without QoS (--no-qos), simulated device %s" % SIM, gb, rb)
+    text += guest_table("without QoS (--no-qos), simulated device %s" % SIM, gb, rb,
+                        load=smpb.load)
     checks.add("weights", "device saturated without QoS (agg / device)", agg_b / sim_iops(),
                "%.3f", ">= 0.95", agg_b >= 0.95 * sim_iops(), "%.0f IOPS" % agg_b, extra=True)
     weights = [100, 200, 400]
@@ -708,7 +721,7 @@ def sc_weights(pools, res, checks, text):
     want = [w / float(sum(weights)) for w in weights]
     got = [r[k] / tot for k in keys]
     ext = [" want %5.1f%% (x%.3f)" % (100 * w, g / w) for g, w in zip(got, want)]
-    text += guest_table("weights 1:2:4 with QoS", guests, r, weights, ext)
+    text += guest_table("weights 1:2:4 with QoS", guests, r, weights, ext, smp.load)
     res["weights"] = {"weights": weights, "iops": r, "share": dict(zip(keys, got)),
                       "want": dict(zip(keys, want)), "aggregate": tot, "noqos_iops": rb,
                       "noqos_aggregate": agg_b, "window_s": win[1] - win[0],
@@ -738,7 +751,8 @@ def sc_cap(pools, res, checks, text):
     a, b = window(smp.samples, keys, field)
     r = rates(smp.samples, keys, field, a, b)
     d.detach_all()
-    text += guest_table("cap %d IOPS on g1" % CAP_IOPS, guests, r, ["cap", "-"])
+    text += guest_table("cap %d IOPS on g1" % CAP_IOPS, guests, r, ["cap", "-"],
+                        load=smp.load)
     # Completion gaps of the capped guest, skipping its first second (connect, first credit).
     ts = [t for t in guests[0].completion_times_ms() if t >= 1000]
     gaps = [b_ - a_ for a_, b_ in zip(ts, ts[1:])]
@@ -785,7 +799,7 @@ def sc_reservation(pools, res, checks, text):
     r = rates(smp.samples, keys, field, a, b)
     d.detach_all()
     text += guest_table("reservation %d IOPS on g1 (weight 1)" % RESERVE_IOPS, guests, r,
-                        [1, 1000, 1000])
+                        [1, 1000, 1000], load=smp.load)
     res["reservation"] = {"reserve_iops": RESERVE_IOPS, "iops": r, "window_s": b - a,
                           "fio": {g.key: g.result for g in guests},
                           "trace": trace(smp, keys, field)}
