@@ -757,8 +757,8 @@ def sc_cap(pools, res, checks, text):
     ts = [t for t in guests[0].completion_times_ms() if t >= 1000]
     gaps = [b_ - a_ for a_, b_ in zip(ts, ts[1:])]
     stall = max(gaps) if gaps else None
-    # The same from the counter samples: the longest run of samples with no new I/O is a lower
-    # bound on a stall (coarser: one sample interval).
+    # The same from the counter samples, coarser: samples that saw no new I/O since the last
+    # one that did prove a gap at least that long.
     sstall = 0.0
     last_t, last_c = None, None
     for s in smp.samples:
@@ -766,9 +766,9 @@ def sc_cap(pools, res, checks, text):
             continue
         c = counter(s, keys[0], field)
         if last_c is None or c > last_c:
-            if last_t is not None:
-                sstall = max(sstall, s["t"] - last_t - SAMPLE_S)
             last_t, last_c = s["t"], c
+        else:
+            sstall = max(sstall, s["t"] - last_t)
     per = period_s(smp.samples)
     rate = r[keys[0]]
     res["cap"] = {"cap_iops": CAP_IOPS, "iops": r, "window_s": b - a,
