@@ -1206,16 +1206,36 @@ def main():
     return rc
 
 
+def scenario_load(res, name):
+    """The CPUs other processes used during scenario @name's runs (median over its runs)."""
+    r = res.get(name, {})
+    loads = [v["load"]["others_cpus"] for k, v in r.items()
+             if k.startswith("trace") and isinstance(v, dict) and "load" in v]
+    for k in ("rounds",):
+        for x in r.get(k, []):
+            if "load" in x:
+                loads.append(x["load"]["others_cpus"])
+            for kk in ("trace_solo", "trace_with_qos"):
+                if kk in x:
+                    loads.append(x[kk]["load"]["others_cpus"])
+    return statistics.median(loads) if loads else None
+
+
 def markdown(path):
-    """`bench_qos.py --markdown RESULT.json`: a saved run's targets as a Markdown table."""
+    """`bench_qos.py --markdown RESULT.json`: a saved run's targets as a Markdown table, with
+    the CPU other processes used during each scenario (for docs/qos.md)."""
     with open(path) as f:
         r = json.load(f)
-    out = ["| scenario | measured | value | target | result |", "|---|---|--:|---|---|"]
+    out = ["| scenario | measured | value | target | result | others' CPUs |",
+           "|---|---|--:|---|---|--:|"]
     for c in r["checks"]:
         res = "met" if c["met"] else ("**missed**" if c["met"] is not None else "-")
-        what = c["what"] + (" (%s)" % c["note"] if c.get("note") else "")
-        out.append("| %s | %s | %s | %s | %s |" % (c["scenario"], what, c["shown"],
-                                                   c["target"], res))
+        what = ("(extra) " if c.get("extra") else "") + c["what"]
+        what += " (%s)" % c["note"] if c.get("note") else ""
+        load = scenario_load(r["results"], c["scenario"])
+        out.append("| %s | %s | %s | %s | %s | %s |"
+                   % (c["scenario"], what, c["shown"], c["target"], res,
+                      "%.2f" % load if load is not None else ""))
     return "\n".join(out)
 
 
