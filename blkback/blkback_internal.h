@@ -403,6 +403,7 @@ struct bb_vbd {
 	int need_disconnect;  /**< atomic: a ring thread saw a hostile frontend */
 	/** The vbd's QoS handle while connected (atomic: ring threads load it per request). */
 	struct qos_vbd *qos;
+	struct qos_vbd_stats qos_retired; /**< counters of earlier connections (qos_daemon.c) */
 
 	/* Detach in progress (ctl "detach"): answered when the frontend closed or on timeout. */
 	int detaching;

@@ -26,6 +26,22 @@
  *        listed, connected or not.
  *   {"cmd":"attached","vol":V}                      -> {"ok":true,"vbds":[{"domid","vdev"}...]}
  *
+ *   QoS (qos_daemon.c). The settings fields are "weight" (1..65535), "cap_iops", "cap_bps",
+ *   "reserve_iops", "burst_iops", "burst_bps", "burst_seconds" (integers, 0 = none):
+ *   "attach" takes them too (unset ones get the defaults); they are checked against the device
+ *   and saved in POOL/qos/<domain>-<vdev>.json, and a detach removes them.
+ *   {"cmd":"set","domain":D,"vdev":X, <settings fields>} -> {"ok":true,"settings":{...}}
+ *        Fields not given keep their values; online, effective within one period.
+ *   {"cmd":"qos"} -> {"ok":true,"enabled":B,"time_ns":MONOTONIC_NS,"device":{"period_ns",
+ *        "periods","vrate_ppm","window_ns","inflight_ns","lat_base_ns","lat_target_ns",
+ *        "lat_mean_ns","budget_ns","capacity_iops","reserved_iops","weight_active","nvbd",
+ *        "nactive","nwaiting","model","sim_device"},"vbds":[{"domid","domain","vdev","vol",
+ *        <settings fields>,"state","share_pct","credit_ns","iops","bps","ops","bytes","dev_ns",
+ *        "throttled_ns","parked_ns","boosts","inflight"}]}
+ *        ops, bytes, dev_ns, throttled_ns, parked_ns, boosts are cumulative across reconnects;
+ *        "state" is the scheduler's (idle, boost, under, over, parked) or "disconnected";
+ *        with --no-qos the device has only "model" and "sim_device".
+ *
  *   Dedup volumes (ctl_dedup.c; the daemon owns the pool's dedup store):
  *   {"cmd":"dedup_create","vol":V,"size":BYTES}      -> {"ok":true}   (size a multiple of 4096)
  *   {"cmd":"snapshot","src":V,"dst":S} / {"cmd":"clone","src":S,"dst":V} -> {"ok":true}

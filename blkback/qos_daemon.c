@@ -167,8 +167,18 @@ void bb_qos_vbd_disconnect(struct bb_vbd *v)
 {
 	struct qos_vbd *qv = v->qos;
 
+	struct qos_vbd_stats st;
+
 	if (!qv)
 		return;
+	/* Counters are kept across reconnects, as blkback's own (stats). */
+	qos_vbd_stats(qv, &st);
+	v->qos_retired.ops += st.ops;
+	v->qos_retired.bytes += st.bytes;
+	v->qos_retired.dev_ns += st.dev_ns;
+	v->qos_retired.throttled_ns += st.throttled_ns;
+	v->qos_retired.parked_ns += st.parked_ns;
+	v->qos_retired.boosts += st.boosts;
 	__atomic_store_n(&v->qos, NULL, __ATOMIC_RELEASE);
 	qos_vbd_remove(qv);
 }
@@ -383,12 +393,12 @@ static json_object *vbd_json(struct blkback *bb, struct bb_vbd *v)
 	json_object_object_add(o, "credit_ns", json_object_new_int64(st.credit_ns));
 	add_u64(o, "iops", st.iops);
 	add_u64(o, "bps", st.bps);
-	add_u64(o, "ops", st.ops);
-	add_u64(o, "bytes", st.bytes);
-	add_u64(o, "dev_ns", st.dev_ns);
-	add_u64(o, "throttled_ns", st.throttled_ns);
-	add_u64(o, "parked_ns", st.parked_ns);
-	add_u64(o, "boosts", st.boosts);
+	add_u64(o, "ops", st.ops + v->qos_retired.ops);
+	add_u64(o, "bytes", st.bytes + v->qos_retired.bytes);
+	add_u64(o, "dev_ns", st.dev_ns + v->qos_retired.dev_ns);
+	add_u64(o, "throttled_ns", st.throttled_ns + v->qos_retired.throttled_ns);
+	add_u64(o, "parked_ns", st.parked_ns + v->qos_retired.parked_ns);
+	add_u64(o, "boosts", st.boosts + v->qos_retired.boosts);
 	add_u64(o, "inflight", st.inflight);
 	return o;
 }
@@ -398,6 +408,8 @@ static json_object *cmd_qos(struct blkback *bb)
 	json_object *o = reply(0, NULL), *dev = json_object_new_object(), *arr;
 
 	json_object_object_add(o, "enabled", json_object_new_boolean(bb->qos != NULL));
+	/* When the counters were read (CLOCK_MONOTONIC): rates from two samples need no guess. */
+	add_u64(o, "time_ns", util_now_ns());
 	if (bb->qos) {
 		struct qos_sched_stats s;
 

@@ -149,10 +149,12 @@ EOF
 
 # --- SIGTERM mid-probe: nothing left behind, the saved model unchanged ---
 cp "$P/qos/device.json" "$T/model.before"
+# The background shell truncates err only once it runs: the grep below must not see the last run's.
+rm -f "$T/out" "$T/err"
 "$BIN/blkctl" --pool "$P" calibrate vol1 --seconds 30 --size 64M >"$T/out" 2>"$T/err" &
 CAL=$!
 i=0
-until grep -q 'filled' "$T/err"; do
+until grep -q filled "$T/err" 2>/dev/null; do
 	i=$((i + 1))
 	[ "$i" -lt 200 ] || fail "calibrate did not start its probes within 20 s"
 	kill -0 "$CAL" 2>/dev/null || fail "calibrate exited before its probes"
