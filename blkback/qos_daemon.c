@@ -313,7 +313,7 @@ static int find_vbd(struct blkback *bb, json_object *req, struct bb_vbd **out, c
 
 static json_object *cmd_set(struct blkback *bb, json_object *req)
 {
-	struct qos_vbd_settings set;
+	struct qos_vbd_settings set, old;
 	struct bb_vbd *v;
 	char key[64], why[256];
 	json_object *o;
@@ -339,21 +339,27 @@ static json_object *cmd_set(struct blkback *bb, json_object *req)
 		qos_vbd_stats(v->qos, &st);
 		set = st.set;
 	}
+	old = set;
 	rc = qos_glue_settings_from_json(req, &set, why, sizeof(why));
 	if (rc < 0)
 		return reply(rc, why);
 	rc = qos_settings_check(bb->qos, v->qos, &set, why, sizeof(why));
 	if (rc < 0)
 		return reply(rc, why);
-	rc = qos_glue_settings_save(bb->opts.pool, key, v->vdev, &set);
-	if (rc < 0) {
-		snprintf(why, sizeof(why), "cannot save the QoS settings in %s/qos: %s",
-			 bb->opts.pool, strerror(-rc));
-		return reply(rc, why);
-	}
-	/* Only the control thread changes settings, so the check above still holds. */
+	/*
+	 * Apply, then save: the save fsyncs, which can take longer than a period on a busy disk,
+	 * and the change should show within one. A failed save takes the change back.
+	 */
 	if (v->qos && (rc = qos_vbd_set(v->qos, &set, why, sizeof(why))) < 0)
 		return reply(rc, why);
+	rc = qos_glue_settings_save(bb->opts.pool, key, v->vdev, &set);
+	if (rc < 0) {
+		if (v->qos)
+			qos_vbd_set(v->qos, &old, NULL, 0);
+		snprintf(why, sizeof(why), "cannot save the QoS settings in %s/qos: %s; nothing "
+					   "changed", bb->opts.pool, strerror(-rc));
+		return reply(rc, why);
+	}
 	log_settings(v->name, "QoS set:", &set);
 	o = reply(0, NULL);
 	json_object_object_add(o, "settings", qos_glue_settings_to_json(&set));
