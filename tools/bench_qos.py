@@ -1237,7 +1237,38 @@ def markdown(path):
         out.append("| %s | %s | %s | %s | %s | %s |"
                    % (c["scenario"], what, c["shown"], c["target"], res,
                       "%.2f" % load if load is not None else ""))
+    w = r["results"].get("weights")
+    if w:
+        out += ["", "Weights 1:2:4, per guest (counters over the common window; p99 is fio's "
+                "clat):", "", "| guest | weight | IOPS | share | weight share | p99 |",
+                "|---|--:|--:|--:|--:|--:|"]
+        for k, wt in zip(sorted(w["iops"]), w["weights"]):
+            out.append("| %s | %d | %.0f | %.1f%% | %.1f%% | %.1f ms |"
+                       % (k.split("/")[0], wt, w["iops"][k], 100 * w["share"][k],
+                          100 * w["want"][k], w["fio"][k]["clat_p99_us"] / 1000))
+        out.append("| all (`--no-qos`: %.0f) | | %.0f | | | |"
+                   % (w["noqos_aggregate"], w["aggregate"]))
+    n = r["results"].get("noisy")
+    if n:
+        out += ["", "Noisy neighbour: g1 QD1 p99 in µs, fio's clat (in brackets blkbackd's own "
+                "p99, ring to response):", "",
+                "| round | alone | beside QD64, QoS on | ratio | g2 (QD64) IOPS |",
+                "|---|--:|--:|--:|--:|"]
+        for i, x in enumerate(n["rounds"]):
+            heavy = [v for k, v in x["rates"].items() if k.startswith("g2/")]
+            out.append("| %d | %.0f (%s) | %.0f (%s) | %.2fx | %s |"
+                       % (i + 1, x["solo"]["clat_p99_us"], fmt_us(x["solo"].get("be_p99_us")),
+                          x["with_qos"]["clat_p99_us"], fmt_us(x["with_qos"].get("be_p99_us")),
+                          x["ratio"], "%.0f" % heavy[0] if heavy else ""))
+        heavy = [v for k, v in n["rates_without_qos"].items() if k.startswith("g2/")]
+        out.append("| `--no-qos` | | %.0f (%s) | %.1fx the median alone | %s |"
+                   % (n["without_qos"]["clat_p99_us"], fmt_us(n["without_qos"].get("be_p99_us")),
+                      n["ratio_without_qos"], "%.0f" % heavy[0] if heavy else ""))
     return "\n".join(out)
+
+
+def fmt_us(v):
+    return "%.0f" % v if v else "-"
 
 
 if __name__ == "__main__":
