@@ -60,8 +60,8 @@ struct dd_slot {
 
 /* An extent's CQE tag: slot index and extent index (< DEDUP_REQ_MAX_BLK). */
 #define DD_TAG(slot, ext) (((uint64_t)(slot) << 16) | (ext))
-#define DD_TAG_SLOT(tag) ((uint32_t)((tag) >> 16))
-#define DD_TAG_EXT(tag) ((unsigned)((tag)&0xffff))
+#define DD_TAG_SLOT(tag)  ((uint32_t)((tag) >> 16))
+#define DD_TAG_EXT(tag)	  ((unsigned)((tag)&0xffff))
 
 struct dd_queue {
 	struct target_queue base; /**< first */
@@ -171,7 +171,7 @@ static void dd_queue_free(struct dd_queue *q)
 static int dd_queue_open(struct target *base, uint32_t depth, struct target_queue **out)
 {
 	struct dd_target *t = (struct dd_target *)base;
-	struct epoll_event ev = { .events = EPOLLIN };
+	struct epoll_event ev = {.events = EPOLLIN};
 	struct dd_queue *q;
 	int rc;
 
@@ -348,7 +348,8 @@ static int dd_submit(struct target_queue *base, struct target_io *io)
 
 	switch (io->op) {
 	case TARGET_OP_READ:
-		rc = dedup_read_prepare(q->ctx, t->vol, first, (uint32_t)nr, io->iov, io->iovcnt, r);
+		rc =
+		    dedup_read_prepare(q->ctx, t->vol, first, (uint32_t)nr, io->iov, io->iovcnt, r);
 		if (rc < 0)
 			return rc;
 		if (dedup_req_nr_extents(r) == 0) {
@@ -493,7 +494,7 @@ static int dd_poll(struct target_queue *base, int wait)
 			if (rc < 0)
 				return rc;
 		}
-		struct pollfd pfd = { .fd = q->epfd, .events = POLLIN };
+		struct pollfd pfd = {.fd = q->epfd, .events = POLLIN};
 
 		if (poll(&pfd, 1, io_uring_sq_ready(&q->ring) ? 1 : -1) < 0 && errno != EINTR)
 			return -errno;
@@ -516,15 +517,15 @@ static void dd_queue_close(struct target_queue *base)
 }
 
 static const struct target_ops dd_ops = {
-	.name = "dedup",
-	.open = dd_open_type,
-	.close = dd_close,
-	.info = dd_info,
-	.resize = dd_resize,
-	.queue_open = dd_queue_open,
-	.queue_close = dd_queue_close,
-	.submit = dd_submit,
-	.commit = dd_commit,
-	.poll = dd_poll,
-	.queue_fd = dd_queue_fd,
+    .name = "dedup",
+    .open = dd_open_type,
+    .close = dd_close,
+    .info = dd_info,
+    .resize = dd_resize,
+    .queue_open = dd_queue_open,
+    .queue_close = dd_queue_close,
+    .submit = dd_submit,
+    .commit = dd_commit,
+    .poll = dd_poll,
+    .queue_fd = dd_queue_fd,
 };
