@@ -968,7 +968,13 @@ int qos_vbd_admit(struct qos_vbd *v, const struct qos_io *io, struct qos_ticket 
 		return -EAGAIN;
 	}
 	v->parked_until_ns = 0;
-	if (s->inflight_ns < s->window_ns && !contender_before(s, v, now)) {
+	/*
+	 * The window divides the device among tenants and keeps their queues short. A vbd alone on
+	 * the device has nobody to share with (a newcomer gets in by BOOST and then by credit): its
+	 * queue depth is its own choice, so it is not held back (work-conserving, and QoS costs a
+	 * lone guest nothing). Caps and bursts above still apply.
+	 */
+	if ((s->inflight_ns < s->window_ns || s->nactive == 1) && !contender_before(s, v, now)) {
 		contend_del(v);
 		vbd_charge(v, io, now, ticket, 0);
 		goto out_go;

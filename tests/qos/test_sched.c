@@ -705,6 +705,35 @@ static void test_threads(void)
 	qos_sched_free(s);
 }
 
+/*
+ * A vbd alone on the device is not held by the window (it has nobody to share with): every
+ * request goes, without BOOST. Once a second vbd is active the window binds again.
+ */
+static void test_lone_vbd_not_windowed(void)
+{
+	struct qos_sched *s = new_sched(COST4K, 1); /* room for one 4 KiB read */
+	struct qos_vbd *a = new_vbd(s, 256, NULL, NULL);
+	struct qos_vbd *b;
+	struct qos_ticket ta[16], tb, tx;
+	uint64_t retry;
+
+	for (int i = 0; i < 16; i++) {
+		CU_ASSERT_EQUAL(qos_vbd_admit(a, &rd4k, &ta[i], &retry), 0);
+		CU_ASSERT_FALSE(ta[i].flags & QOS_TICKET_BOOST);
+	}
+	b = new_vbd(s, 256, NULL, NULL);
+	CU_ASSERT_EQUAL(qos_vbd_admit(b, &rd4k, &tb, &retry), 0);
+	CU_ASSERT(tb.flags & QOS_TICKET_BOOST); /* the newcomer gets in at once */
+	/* Two active vbds and a full window: a waits now. */
+	CU_ASSERT_EQUAL(qos_vbd_admit(a, &rd4k, &tx, &retry), -EAGAIN);
+	for (int i = 0; i < 16; i++)
+		qos_vbd_complete(a, &ta[i]);
+	qos_vbd_complete(b, &tb);
+	qos_vbd_remove(a);
+	qos_vbd_remove(b);
+	qos_sched_free(s);
+}
+
 static CU_TestInfo tests[] = {
 	{ "params_validation", test_params_validation },
 	{ "settings_validation", test_settings_validation },
@@ -720,6 +749,7 @@ static CU_TestInfo tests[] = {
 	{ "remove_returns_room", test_remove_returns_room },
 	{ "stats_rates", test_stats_rates },
 	{ "threads", test_threads },
+	{ "lone_vbd_not_windowed", test_lone_vbd_not_windowed },
 	CU_TEST_INFO_NULL,
 };
 
