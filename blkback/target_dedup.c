@@ -215,7 +215,11 @@ static int dd_queue_open(struct target *base, uint32_t depth, struct target_queu
 	q->sq_entries = depth * 8 < DEDUP_REQ_MAX_BLK ? DEDUP_REQ_MAX_BLK : depth * 8;
 	if (q->sq_entries > 4096)
 		q->sq_entries = 4096;
-	rc = io_uring_queue_init(q->sq_entries, &q->ring, 0);
+	/* SUBMIT_ALL: one SQE the kernel refuses does not hold back the rest (older kernels:
+	 * without it; what stays queued goes at the next commit or poll). */
+	rc = io_uring_queue_init(q->sq_entries, &q->ring, IORING_SETUP_SUBMIT_ALL);
+	if (rc == -EINVAL)
+		rc = io_uring_queue_init(q->sq_entries, &q->ring, 0);
 	if (rc < 0) {
 		log_err("io_uring_queue_init(%u): %s", q->sq_entries, strerror(-rc));
 		goto err;
@@ -485,8 +489,16 @@ static int dd_poll(struct target_queue *base, int wait)
 			dd_complete(q, dedup_req_priv(r), status);
 			n++;
 		}
-		if (n || !wait || !q->base.inflight)
+		if (n || !wait || !q->base.inflight) {
+			/* SQEs a short submit left behind go now, not at the next request. */
+			if (io_uring_sq_ready(&q->ring)) {
+				int rc = dd_commit(base);
+
+				if (rc < 0)
+					return rc;
+			}
 			return n;
+		}
 		/* Waiting for extent I/Os nobody committed would wait forever. */
 		if (io_uring_sq_ready(&q->ring)) {
 			int rc = dd_commit(base);
