@@ -1121,6 +1121,19 @@ def preflight():
         raise BenchError("BENCH_QOS_SIM must be IOPS[:LAT_US], not %s" % SIM)
 
 
+def snapshot_binaries(tmp):
+    """Run private copies of the daemons, tools and engine: a build in the same tree (other
+    people's, on a shared machine) relinks them under a running bench otherwise."""
+    global BIN, ENGINE
+    bindir = os.path.join(tmp, "bin")
+    os.makedirs(bindir)
+    for b in ("hvsimd", "hvctl", "blkbackd", "blkctl"):
+        shutil.copy2(os.path.join(BIN, b), os.path.join(bindir, b))
+    eng = os.path.join(bindir, os.path.basename(ENGINE))
+    shutil.copy2(ENGINE, eng)
+    BIN, ENGINE = bindir, eng
+
+
 def main():
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, bench._on_signal)
@@ -1134,6 +1147,7 @@ def main():
         preflight()
         parent = os.environ.get("BENCH_DIR") or "/var/tmp"
         tmp = tempfile.mkdtemp(prefix="sluice-bench-qos.", dir=parent)
+        snapshot_binaries(tmp)
         rig = Rig(tmp)
         mc = bench.machine(tmp)
         if ("overhead" in SCENARIOS or "overhead-cached" in SCENARIOS) and \
