@@ -1062,17 +1062,31 @@ static const char *fmt_limit(int64_t v, const char *unit, char *buf, size_t len)
 	return buf;
 }
 
+/* "LABEL 2000 IOPS and 1048576 B/s", "LABEL 2000 IOPS", or "no LABEL" when both are 0. */
+static const char *fmt_pair(const char *label, int64_t iops, int64_t bps, char *buf, size_t len)
+{
+	if (iops > 0 && bps > 0)
+		snprintf(buf, len, "%s %" PRId64 " IOPS and %" PRId64 " B/s", label, iops, bps);
+	else if (iops > 0)
+		snprintf(buf, len, "%s %" PRId64 " IOPS", label, iops);
+	else if (bps > 0)
+		snprintf(buf, len, "%s %" PRId64 " B/s", label, bps);
+	else
+		snprintf(buf, len, "no %s", label);
+	return buf;
+}
+
 static void print_settings(const char *who, json_object *s)
 {
-	char a[32], b[32], c[32], d[32], e[32];
+	char cap[96], resv[64], burst[128];
 
-	printf("%s: weight %" PRId64 ", cap %s %s, reservation %s, burst %s %s for %" PRId64 " s\n",
-	       who, ans_int(s, "weight"), fmt_limit(ans_int(s, "cap_iops"), " IOPS", a, sizeof(a)),
-	       fmt_limit(ans_int(s, "cap_bps"), " B/s", b, sizeof(b)),
-	       fmt_limit(ans_int(s, "reserve_iops"), " IOPS", c, sizeof(c)),
-	       fmt_limit(ans_int(s, "burst_iops"), " IOPS", d, sizeof(d)),
-	       fmt_limit(ans_int(s, "burst_bps"), " B/s", e, sizeof(e)),
-	       ans_int(s, "burst_seconds"));
+	fmt_pair("cap", ans_int(s, "cap_iops"), ans_int(s, "cap_bps"), cap, sizeof(cap));
+	fmt_pair("reservation", ans_int(s, "reserve_iops"), 0, resv, sizeof(resv));
+	fmt_pair("burst", ans_int(s, "burst_iops"), ans_int(s, "burst_bps"), burst, sizeof(burst));
+	if (ans_int(s, "burst_iops") > 0 || ans_int(s, "burst_bps") > 0)
+		snprintf(burst + strlen(burst), sizeof(burst) - strlen(burst), " for %" PRId64 " s",
+			 ans_int(s, "burst_seconds"));
+	printf("%s: weight %" PRId64 ", %s, %s, %s\n", who, ans_int(s, "weight"), cap, resv, burst);
 }
 
 static int cmd_set(int argc, char **argv)
