@@ -3,13 +3,17 @@
  * shared page, the grant seam maps "grant refs" to pages of a local buffer, and the real raw
  * target serves a file in the test's temp dir. Covers data integrity, every kind of bad request
  * answered while the ring carries on, notification suppression, a hostile req_prod,
- * backpressure from a small target queue, flush/barrier/discard, and a shrink seen per request.
+ * backpressure from a small target queue, flush/barrier/discard, and a shrink seen per request;
+ * and the QoS gate: requests the scheduler holds back wait on the ring and go when it lets them,
+ * responses held until a simulated device completes them.
  */
 #include "blkback/blkback_internal.h"
+#include "qos/simdev.h"
 #include "tests/harness.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -669,6 +673,131 @@ static void test_persistent_grants(void)
 	env_teardown();
 }
 
+/* Passes until the ring is idle or only the scheduler holds it back (never blocks on it). */
+static void run_sched(void)
+{
+	for (int i = 0; i < 1000; i++) {
+		int more = bb_ring_pass(&E->r);
+
+		if (target_queue_inflight(E->r.tq) > 0)
+			target_queue_poll(E->r.tq, 1);
+		else if (more <= 0)
+			break;
+	}
+}
+
+static uint64_t q_now;
+
+static uint64_t q_clock(void *ctx)
+{
+	(void)ctx;
+	return q_now;
+}
+
+/*
+ * A capped vbd: the scheduler parks it, the ring keeps the next request at the head of its
+ * deferred list (not counted as target backpressure), consumes nothing after it, arms its
+ * timer for the exact retry time, and sends it once the scheduler's clock gets there.
+ */
+static void test_qos_holds_and_releases(void)
+{
+	static const struct qos_clock clk = { q_clock, NULL };
+	struct qos_vbd_settings set;
+	struct qos_sched *s = NULL;
+	struct qos_vbd_stats vs;
+	struct qos_vbd *qv = NULL;
+	uint64_t t0;
+
+	q_now = 1000000000ull;
+	CU_ASSERT_EQUAL_FATAL(qos_sched_new(NULL, &clk, &s, NULL, 0), 0);
+	qos_vbd_settings_default(&set);
+	set.cap_iops = 10; /* one request per 100 ms */
+	CU_ASSERT_EQUAL_FATAL(qos_vbd_add(s, &set, NULL, NULL, &qv, NULL, 0), 0);
+	env_setup(0);
+	E->vbd.qos = qv;
+	for (unsigned i = 0; i < 3; i++)
+		push_rw(BLKIF_OP_READ, 300 + i, (uint64_t)i * 8, i, 1);
+	publish();
+	run_sched();
+	CU_ASSERT_EQUAL(reap(300), BLKIF_RSP_OKAY);
+	collect();
+	CU_ASSERT_EQUAL(nr_rsps, 0); /* 301 and 302 wait */
+	CU_ASSERT(E->r.qos_held);
+	CU_ASSERT_PTR_NOT_NULL(E->r.defer_head);
+	CU_ASSERT_EQUAL(E->r.inflight, 1);    /* 301 taken and held... */
+	CU_ASSERT_EQUAL(E->r.br.req_cons, 2); /* ...and 302 still on the ring */
+	t0 = E->r.timer_ns;
+	CU_ASSERT(t0 > q_now && t0 <= q_now + 100000000ull);
+
+	/* Not yet: still held. */
+	q_now = t0 - 1;
+	run_sched();
+	collect();
+	CU_ASSERT_EQUAL(nr_rsps, 0);
+	/* The retry time: one more goes. */
+	q_now = t0;
+	run_sched();
+	CU_ASSERT_EQUAL(reap(301), BLKIF_RSP_OKAY);
+	q_now += 100000000ull;
+	run_sched();
+	CU_ASSERT_EQUAL(reap(302), BLKIF_RSP_OKAY);
+	CU_ASSERT_EQUAL(E->r.st.oo_req, 0);
+	CU_ASSERT_EQUAL(E->r.st.rd_req, 3);
+	qos_vbd_stats(qv, &vs);
+	CU_ASSERT_EQUAL(vs.ops, 3);
+	CU_ASSERT_EQUAL(vs.inflight, 0);
+	CU_ASSERT(vs.parked_ns > 0);
+	env_teardown();
+	qos_vbd_remove(qv);
+	qos_sched_free(s);
+}
+
+/*
+ * A simulated device of 20 IOPS: the file answers at once, but each response waits for the
+ * device (50 ms of service each, after 10 ms of latency) and nothing is answered early.
+ */
+static void test_sim_device_holds_responses(void)
+{
+	struct qos_simdev_params sp;
+	struct blkback *bb = calloc(1, sizeof(*bb));
+	uint64_t t0, t1;
+
+	CU_ASSERT_FATAL(bb != NULL);
+	CU_ASSERT_EQUAL_FATAL(qos_simdev_parse("20:10000", &sp, NULL, 0), 0);
+	CU_ASSERT_EQUAL_FATAL(qos_simdev_new(&sp, NULL, &bb->simdev), 0);
+	env_setup(0);
+	E->vbd.bb = bb;
+	push_rw(BLKIF_OP_READ, 400, 0, 0, 1);
+	push_rw(BLKIF_OP_READ, 401, 8, 1, 1);
+	publish();
+	t0 = util_now_ns();
+	bb_ring_pass(&E->r);
+	while (target_queue_inflight(E->r.tq) > 0)
+		target_queue_poll(E->r.tq, 1);
+	bb_ring_pass(&E->r);
+	collect();
+	if (util_now_ns() - t0 < 50000000ull) {
+		/* The file is done; the device is not. */
+		CU_ASSERT_EQUAL(nr_rsps, 0);
+		CU_ASSERT_PTR_NOT_NULL(E->r.sim_head);
+		CU_ASSERT(E->r.timer_ns > 0);
+	}
+	while (E->r.inflight && util_now_ns() - t0 < 5000000000ull) {
+		struct pollfd p = { .fd = E->r.timer_fd, .events = POLLIN };
+
+		poll(&p, 1, 100); /* the ring thread sleeps on this timer */
+		bb_ring_pass(&E->r);
+	}
+	t1 = util_now_ns();
+	CU_ASSERT_EQUAL(reap(400), BLKIF_RSP_OKAY);
+	CU_ASSERT_EQUAL(reap(401), BLKIF_RSP_OKAY);
+	/* Two requests of 50 ms on one server, then 10 ms: never sooner than 110 ms. */
+	CU_ASSERT(t1 - t0 >= 110000000ull);
+	env_teardown();
+	qos_simdev_free(bb->simdev);
+	free(bb);
+}
+
 static CU_TestInfo tests[] = {
 	{ "write_read_back", test_write_read_back },
 	{ "bad_requests_answered", test_bad_requests_answered },
@@ -680,6 +809,8 @@ static CU_TestInfo tests[] = {
 	{ "wraparound", test_wraparound },
 	{ "indirect", test_indirect },
 	{ "persistent_grants", test_persistent_grants },
+	{ "qos_holds_and_releases", test_qos_holds_and_releases },
+	{ "sim_device_holds_responses", test_sim_device_holds_responses },
 	CU_TEST_INFO_NULL,
 };
 
