@@ -57,7 +57,8 @@ int bb_qos_start(struct blkback *bb)
 			return rc;
 		}
 		snprintf(bb->sim_spec, sizeof(bb->sim_spec), "%s", bb->opts.sim_device);
-		/* The scheduler knows the simulated device exactly, as calibration would tell it. */
+		/* The scheduler knows the simulated device exactly, as calibration would tell it.
+		 */
 		p.cost = sp.cost;
 		snprintf(bb->qos_model_src, sizeof(bb->qos_model_src), "the simulated device %s",
 			 bb->sim_spec);
@@ -73,8 +74,8 @@ int bb_qos_start(struct blkback *bb)
 		}
 	}
 	if (bb->opts.no_qos) {
-		log_info("I/O scheduling off (--no-qos)%s%s", bb->simdev ? "; simulated device " : "",
-			 bb->simdev ? bb->sim_spec : "");
+		log_info("I/O scheduling off (--no-qos)%s%s",
+			 bb->simdev ? "; simulated device " : "", bb->simdev ? bb->sim_spec : "");
 		return 0;
 	}
 	rc = qos_sched_new(&p, NULL, &bb->qos, why, sizeof(why));
@@ -143,8 +144,9 @@ void bb_qos_vbd_connect(struct bb_vbd *v)
 	vbd_key(v, key, sizeof(key));
 	rc = qos_glue_settings_load(bb->opts.pool, key, v->vdev, &set);
 	if (rc < 0 && rc != -ENOENT) {
-		log_warn("%s: the saved QoS settings of %s/%s are unreadable (%s); using the defaults",
-			 v->name, key, v->vdev, strerror(-rc));
+		log_warn(
+		    "%s: the saved QoS settings of %s/%s are unreadable (%s); using the defaults",
+		    v->name, key, v->vdev, strerror(-rc));
 		qos_vbd_settings_default(&set);
 	}
 	rc = qos_vbd_add(bb->qos, &set, qos_wake, v, &qv, why, sizeof(why));
@@ -198,7 +200,7 @@ void bb_qos_vbd_forget(struct bb_vbd *v)
  */
 
 static const char *const settings_keys[] = {
-	"weight", "cap_iops", "cap_bps", "reserve_iops", "burst_iops", "burst_bps", "burst_seconds",
+    "weight", "cap_iops", "cap_bps", "reserve_iops", "burst_iops", "burst_bps", "burst_seconds",
 };
 
 static int has_settings(json_object *req)
@@ -223,8 +225,8 @@ static json_object *reply(int err, const char *why)
 
 static void add_u64(json_object *o, const char *key, uint64_t v)
 {
-	json_object_object_add(o, key, json_object_new_int64(v > INT64_MAX ? INT64_MAX
-									  : (int64_t)v));
+	json_object_object_add(o, key,
+			       json_object_new_int64(v > INT64_MAX ? INT64_MAX : (int64_t)v));
 }
 
 /* The domain's name in xenstore, or its id as a string (the settings' key). */
@@ -248,8 +250,9 @@ int bb_qos_attach_check(struct blkback *bb, json_object *req, struct qos_vbd_set
 {
 	qos_vbd_settings_default(set);
 	if (has_settings(req) && !bb->qos) {
-		snprintf(why, why_len, "QoS is off (blkbackd runs with --no-qos): weights, caps and "
-				       "reservations cannot be set");
+		snprintf(why, why_len,
+			 "QoS is off (blkbackd runs with --no-qos): weights, caps and "
+			 "reservations cannot be set");
 		return -EOPNOTSUPP;
 	}
 	if (qos_glue_settings_from_json(req, set, why, why_len) < 0)
@@ -266,8 +269,10 @@ int bb_qos_attach_save(struct blkback *bb, domid_t domid, const char *vdev,
 	domain_key(bb, domid, key, sizeof(key));
 	rc = qos_glue_settings_save(bb->opts.pool, key, vdev, set);
 	if (rc < 0)
-		snprintf(why, why_len, "the disk is attached but its QoS settings could not be saved "
-				       "in %s/qos: %s", bb->opts.pool, strerror(-rc));
+		snprintf(why, why_len,
+			 "the disk is attached but its QoS settings could not be saved "
+			 "in %s/qos: %s",
+			 bb->opts.pool, strerror(-rc));
 	return rc;
 }
 
@@ -356,8 +361,10 @@ static json_object *cmd_set(struct blkback *bb, json_object *req)
 	if (rc < 0) {
 		if (v->qos)
 			qos_vbd_set(v->qos, &old, NULL, 0);
-		snprintf(why, sizeof(why), "cannot save the QoS settings in %s/qos: %s; nothing "
-					   "changed", bb->opts.pool, strerror(-rc));
+		snprintf(why, sizeof(why),
+			 "cannot save the QoS settings in %s/qos: %s; nothing "
+			 "changed",
+			 bb->opts.pool, strerror(-rc));
 		return reply(rc, why);
 	}
 	log_settings(v->name, "QoS set:", &set);
@@ -393,8 +400,8 @@ static json_object *vbd_json(struct blkback *bb, struct bb_vbd *v)
 	add_u64(o, "burst_iops", set.burst_iops);
 	add_u64(o, "burst_bps", set.burst_bps);
 	add_u64(o, "burst_seconds", set.burst_seconds);
-	json_object_object_add(o, "state", json_object_new_string(v->qos ? qos_state_name(st.state)
-									 : "disconnected"));
+	json_object_object_add(
+	    o, "state", json_object_new_string(v->qos ? qos_state_name(st.state) : "disconnected"));
 	json_object_object_add(o, "share_pct", json_object_new_double(st.share_ppm / 10000.0));
 	json_object_object_add(o, "credit_ns", json_object_new_int64(st.credit_ns));
 	add_u64(o, "iops", st.iops);

@@ -716,8 +716,8 @@ static int qos_opt(int opt, const char *arg)
 		if (map[i].bytes ? util_parse_size(arg, &v) < 0
 				 : util_parse_u64(arg, 0, INT64_MAX, &v) < 0)
 			return usage_err(cur_cmd->name, "%s needs a whole number%s, not '%s'",
-					 map[i].flag, map[i].bytes ? " of bytes (K, M, G allowed)" : "",
-					 arg);
+					 map[i].flag,
+					 map[i].bytes ? " of bytes (K, M, G allowed)" : "", arg);
 		if (v > INT64_MAX)
 			return usage_err(cur_cmd->name, "%s %s is too large", map[i].flag, arg);
 		json_object_object_add(qos_fields, map[i].field, json_object_new_int64((int64_t)v));
@@ -1108,8 +1108,9 @@ static int cmd_set(int argc, char **argv)
 	if (optind != argc - 2)
 		return usage_err("set", "set needs DOMAIN VDEV and at least one setting");
 	if (json_object_object_length(qos_fields) == 0)
-		return usage_err("set", "set needs at least one of --weight, --cap-iops, --cap-bps, "
-					"--reserve-iops, --burst-iops, --burst-bps, --burst-seconds");
+		return usage_err("set", "set needs at least one of --weight, --cap-iops, "
+					"--cap-bps, --reserve-iops, --burst-iops, --burst-bps, "
+					"--burst-seconds");
 	if (check_vdev(argv[optind + 1], &devid) || check_pool() || need_daemon(&d))
 		return 1;
 	req = request("set");
@@ -1170,7 +1171,8 @@ static void print_qos_table(json_object *ans)
 		snprintf(share, sizeof(share), "%.1f%%", ans_double(e, "share_pct"));
 		snprintf(credit, sizeof(credit), "%.2fms", (double)ans_int(e, "credit_ns") / 1e6);
 		snprintf(thr, sizeof(thr), "%.2fs", (double)ans_int(e, "throttled_ns") / 1e9);
-		printf("%-16s %-6s %6" PRId64 " %9s %10s %9s %7s %9s %8" PRId64 " %10s %10s %-12s\n",
+		printf("%-16s %-6s %6" PRId64 " %9s %10s %9s %7s %9s %8" PRId64
+		       " %10s %10s %-12s\n",
 		       dom, ans_str(e, "vdev"), ans_int(e, "weight"),
 		       fmt_limit(ans_int(e, "cap_iops"), "", a, sizeof(a)),
 		       ans_int(e, "cap_bps") > 0 ? fmt_bps(ans_int(e, "cap_bps"), b, sizeof(b))
