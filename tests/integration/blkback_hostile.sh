@@ -12,36 +12,12 @@ LIB=${SLUICE_LIB:?run through tests/run.sh}
 GUEST="$BIN/../tests/bb-guest"
 . "${SLUICE_TOP:-.}/tests/integration/lib/fio.sh"
 T=$(mktemp -d /tmp/sluice-bb-hostile.XXXXXX)
+. "$SLUICE_TOP/tests/integration/lib/common.sh"
 HV="$T/hv"
 POOL="$T/pool"
 HVPID=""
 BBPID=""
 FIOPID=""
-
-cleanup() {
-	[ -n "$FIOPID" ] && kill "$FIOPID" 2>/dev/null && wait "$FIOPID" 2>/dev/null
-	[ -n "$BBPID" ] && kill "$BBPID" 2>/dev/null && wait "$BBPID" 2>/dev/null
-	[ -n "$HVPID" ] && kill "$HVPID" 2>/dev/null && wait "$HVPID" 2>/dev/null
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
-
-fail() {
-	echo "FAIL: $*" >&2
-	for f in "$T"/*.log "$T"/*.out; do
-		[ -f "$f" ] && { echo "--- $f" >&2; tail -25 "$f" >&2; }
-	done
-	exit 1
-}
-
-wait_sock() { # wait_sock PATH: a daemon's socket appears (bounded: 10 s)
-	i=0
-	while [ ! -S "$1" ]; do
-		i=$((i + 1))
-		[ $i -gt 200 ] && fail "$1 did not appear"
-		sleep 0.05
-	done
-}
 
 ctl() { "$GUEST" ctl --pool "$POOL" "$1" >>"$T/ctl.out"; }
 

@@ -10,39 +10,15 @@ set -eu
 BIN=${SLUICE_BIN:?run through tests/run.sh}
 GUEST="$BIN/../tests/bb-guest"
 T=$(mktemp -d /tmp/sluice-blkctl-on.XXXXXX)
+. "$SLUICE_TOP/tests/integration/lib/common.sh"
 HV="$T/hv"
 P="$T/pool"
 HVPID=""
 BBPID=""
 WPID=""
 
-cleanup() {
-	[ -n "$WPID" ] && kill "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null
-	[ -n "$BBPID" ] && kill "$BBPID" 2>/dev/null && wait "$BBPID" 2>/dev/null
-	[ -n "$HVPID" ] && kill "$HVPID" 2>/dev/null && wait "$HVPID" 2>/dev/null
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
-
-fail() {
-	echo "FAIL: $*" >&2
-	for f in "$T"/out "$T"/err "$T"/*.log; do
-		[ -f "$f" ] && { echo "--- $f" >&2; tail -30 "$f" >&2; }
-	done
-	exit 1
-}
-
 [ -x "$BIN/blkbackd" ] || fail "$BIN/blkbackd is not built"
 [ -x "$GUEST" ] || fail "$GUEST is not built"
-
-wait_sock() { # wait_sock PATH: a daemon's socket appears (bounded: 10 s)
-	i=0
-	while [ ! -S "$1" ]; do
-		i=$((i + 1))
-		[ $i -gt 200 ] && fail "$1 did not appear"
-		sleep 0.05
-	done
-}
 
 ok() { # ok ARGS...: blkctl succeeds; stdout in $T/out
 	"$BIN/blkctl" --pool "$P" "$@" >"$T/out" 2>"$T/err" || fail "blkctl $* failed (exit $?)"

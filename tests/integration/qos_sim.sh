@@ -12,37 +12,13 @@ BIN=${SLUICE_BIN:?run through tests/run.sh}
 LIB=${SLUICE_LIB:?run through tests/run.sh}
 . "$SLUICE_TOP/tests/integration/lib/fio.sh"
 T=$(mktemp -d /tmp/sluice-qos-sim.XXXXXX)
+. "$SLUICE_TOP/tests/integration/lib/common.sh"
 HV="$T/hv"
 POOL="$T/pool"
 HVPID=""
 BBPID=""
 FIOPIDS=""
 SIM=3000
-
-cleanup() {
-	for p in $FIOPIDS; do kill "$p" 2>/dev/null; done
-	[ -n "$BBPID" ] && kill "$BBPID" 2>/dev/null && wait "$BBPID" 2>/dev/null
-	[ -n "$HVPID" ] && kill "$HVPID" 2>/dev/null && wait "$HVPID" 2>/dev/null
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
-
-fail() {
-	echo "FAIL: $*" >&2
-	for f in "$T"/*.log "$T"/*.err; do
-		[ -f "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }
-	done
-	exit 1
-}
-
-wait_sock() { # wait_sock PATH: a daemon's socket appears (bounded: 10 s)
-	i=0
-	while [ ! -S "$1" ]; do
-		i=$((i + 1))
-		[ $i -gt 200 ] && fail "$1 did not appear"
-		sleep 0.05
-	done
-}
 
 start_blkbackd() {
 	"$BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" --sim-device "$SIM:100" \
