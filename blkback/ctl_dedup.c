@@ -21,7 +21,8 @@
 
 int bb_dedup_start(struct blkback *bb)
 {
-	struct dedup_opts o = { .create = 1 };
+	/* Containers bypass the page cache where raw volumes do (the store probes the FS). */
+	struct dedup_opts o = { .create = 1, .direct = !bb->opts.no_direct };
 	char dir[512];
 	int rc;
 
