@@ -8,36 +8,12 @@ set -eu
 BIN=${SLUICE_BIN:?run through tests/run.sh}
 GUEST="$BIN/../tests/bb-guest"
 T=$(mktemp -d /tmp/sluice-dedup-crash.XXXXXX)
+. "$SLUICE_TOP/tests/integration/lib/common.sh"
 HV="$T/hv"
 POOL="$T/pool"
 HVPID=""
 BBPID=""
 WPID=""
-
-cleanup() {
-	[ -n "$WPID" ] && kill "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null
-	[ -n "$BBPID" ] && kill "$BBPID" 2>/dev/null && wait "$BBPID" 2>/dev/null
-	[ -n "$HVPID" ] && kill "$HVPID" 2>/dev/null && wait "$HVPID" 2>/dev/null
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
-
-fail() {
-	echo "FAIL: $*" >&2
-	for f in "$T"/*.log "$T"/*.out; do
-		[ -f "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }
-	done
-	exit 1
-}
-
-wait_sock() { # wait_sock PATH: a daemon's socket appears (bounded: 10 s)
-	i=0
-	while [ ! -S "$1" ]; do
-		i=$((i + 1))
-		[ $i -gt 200 ] && fail "$1 did not appear"
-		sleep 0.05
-	done
-}
 
 wait_lines() { # wait_lines FILE N: FILE has at least N lines (bounded: 20 s)
 	i=0

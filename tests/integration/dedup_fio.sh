@@ -8,37 +8,14 @@ set -eu
 BIN=${SLUICE_BIN:?run through tests/run.sh}
 LIB=${SLUICE_LIB:?run through tests/run.sh}
 T=$(mktemp -d /tmp/sluice-dedup-fio.XXXXXX)
+. "$SLUICE_TOP/tests/integration/lib/common.sh"
 HV="$T/hv"
 POOL="$T/pool"
 HVPID=""
 BBPID=""
 
-cleanup() {
-	[ -n "$BBPID" ] && kill "$BBPID" 2>/dev/null && wait "$BBPID" 2>/dev/null
-	[ -n "$HVPID" ] && kill "$HVPID" 2>/dev/null && wait "$HVPID" 2>/dev/null
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
-
-fail() {
-	echo "FAIL: $*" >&2
-	for f in "$T"/*.log "$T"/*.err; do
-		[ -f "$f" ] && { echo "--- $f" >&2; tail -30 "$f" >&2; }
-	done
-	exit 1
-}
-
 FIO_PRELOAD=$(ldd "$LIB/fio-blkfront.so" | awk '/lib(a|ub)san/ { printf "%s ", $3 }')
 FIO_ASAN="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
-
-wait_sock() { # wait_sock PATH: a daemon's socket appears (bounded: 10 s)
-	i=0
-	while [ ! -S "$1" ]; do
-		i=$((i + 1))
-		[ $i -gt 200 ] && fail "$1 did not appear"
-		sleep 0.05
-	done
-}
 
 "$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
 HVPID=$!

@@ -6,31 +6,10 @@ set -eu
 
 BIN=${SLUICE_BIN:?run through tests/run.sh}
 T=$(mktemp -d /tmp/sluice-hv-domains.XXXXXX)
+. "$SLUICE_TOP/tests/integration/lib/common.sh"
 HV="$T/hv"
 HVPID=""
 WPID=""
-
-cleanup() {
-	[ -n "$WPID" ] && kill "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null
-	[ -n "$HVPID" ] && kill "$HVPID" 2>/dev/null && wait "$HVPID" 2>/dev/null
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
-
-fail() {
-	echo "FAIL: $*" >&2
-	[ -f "$T/hvsimd.log" ] && { echo "--- hvsimd.log" >&2; tail -30 "$T/hvsimd.log" >&2; }
-	exit 1
-}
-
-wait_sock() { # wait_sock PATH: a daemon's socket appears (bounded: 10 s)
-	i=0
-	while [ ! -S "$1" ]; do
-		i=$((i + 1))
-		[ $i -gt 200 ] && fail "$1 did not appear"
-		sleep 0.05
-	done
-}
 
 hvctl() { "$BIN/hvctl" --dir "$HV" "$@"; }
 xs() { XENSTORED_PATH="$HV/xenstore.sock" "$@"; }

@@ -6,20 +6,9 @@ set -eu
 
 BIN=${SLUICE_BIN:?run through tests/run.sh}
 T=$(mktemp -d /tmp/sluice-hv-shutdown.XXXXXX)
+. "$SLUICE_TOP/tests/integration/lib/common.sh"
 HV="$T/hv"
 HVPID=""
-
-cleanup() {
-	[ -n "$HVPID" ] && kill "$HVPID" 2>/dev/null && wait "$HVPID" 2>/dev/null
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
-
-fail() {
-	echo "FAIL: $*" >&2
-	[ -f "$T/hvsimd.log" ] && { echo "--- hvsimd.log" >&2; tail -30 "$T/hvsimd.log" >&2; }
-	exit 1
-}
 
 # start: a new hvsimd, ready when it answers (a crashed one's socket files may already exist).
 start() {

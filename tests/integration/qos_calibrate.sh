@@ -11,22 +11,9 @@ set -eu
 BIN=${SLUICE_BIN:?run through tests/run.sh}
 # Not /tmp: it may be tmpfs, which has no device and no O_DIRECT to measure one with.
 T=$(mktemp -d /var/tmp/sluice-qos-cal.XXXXXX)
+. "$SLUICE_TOP/tests/integration/lib/common.sh"
 P="$T/pool"
-CAL=""
-
-cleanup() {
-	[ -n "$CAL" ] && kill "$CAL" 2>/dev/null && wait "$CAL" 2>/dev/null
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
-
-fail() {
-	echo "FAIL: $*" >&2
-	for f in "$T"/out "$T"/err; do
-		[ -f "$f" ] && { echo "--- $f" >&2; cat "$f" >&2; }
-	done
-	exit 1
-}
+WPID=""
 
 # bad STATUS PATTERN ARGS...: blkctl exits STATUS with exactly one stderr line that starts
 # "blkctl: " and contains PATTERN (grep -E), and prints nothing on stdout.
@@ -152,18 +139,18 @@ cp "$P/qos/device.json" "$T/model.before"
 # The background shell truncates err only once it runs: the grep below must not see the last run's.
 rm -f "$T/out" "$T/err"
 "$BIN/blkctl" --pool "$P" calibrate vol1 --seconds 30 --size 64M >"$T/out" 2>"$T/err" &
-CAL=$!
+WPID=$!
 i=0
 until grep -q filled "$T/err" 2>/dev/null; do
 	i=$((i + 1))
 	[ "$i" -lt 200 ] || fail "calibrate did not start its probes within 20 s"
-	kill -0 "$CAL" 2>/dev/null || fail "calibrate exited before its probes"
+	kill -0 "$WPID" 2>/dev/null || fail "calibrate exited before its probes"
 	sleep 0.1
 done
-kill -TERM "$CAL"
+kill -TERM "$WPID"
 rc=0
-wait "$CAL" || rc=$?
-CAL=""
+wait "$WPID" || rc=$?
+WPID=""
 [ "$rc" -eq 1 ] || fail "calibrate after SIGTERM: exit $rc, expected 1"
 grep -q '^blkctl: calibration interrupted' "$T/err" || fail "SIGTERM: no 'interrupted' line"
 cmp -s "$P/qos/device.json" "$T/model.before" || fail "an interrupted calibrate changed the model"
