@@ -52,7 +52,6 @@ Environment (all optional):
 """
 
 import json
-import math
 import os
 import shutil
 import signal
@@ -206,7 +205,6 @@ class Sampler(threading.Thread):
         self.halt = threading.Event()
         self.samples = []  # {"t", "dev", "vbds": {key: {...}}}
         self.error = None
-        self.has_qos = None
 
     def run(self):
         try:
@@ -229,8 +227,6 @@ class Sampler(threading.Thread):
         t1 = time.monotonic()
         s = self.ctl.call({"cmd": "stats"})
         t2 = time.monotonic()
-        if self.has_qos is None:
-            self.has_qos = bool(q.get("ok"))
         # The daemon's own CLOCK_MONOTONIC at its snapshot when it says (time.monotonic() is
         # the same clock), else when the answer came: the snapshot is taken just before the
         # answer, but may start late (the control thread also persists settings).
