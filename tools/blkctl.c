@@ -39,19 +39,6 @@ struct cmd {
 	const char *help; /**< what `blkctl COMMAND --help` adds */
 };
 
-static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("blkctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return 1;
-}
-
 /* A command line we do not understand: one line naming the fix, exit 2. */
 static int usage_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int usage_err(const char *cmd, const char *fmt, ...)

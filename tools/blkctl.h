@@ -42,6 +42,9 @@ void blkctl_daemon_close(struct blkctl_daemon *d);
  */
 int blkctl_call(struct blkctl_daemon *d, json_object *req, json_object **ans);
 
+/** Print "blkctl: " + the message + a newline on stderr. Returns 1 (the exit status). */
+int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /**
  * Xen's number for a whole-disk virtual device name (docs/man/xen-vbd-interface.7): "xvda" ..
  * "xvdp" are 202<<8 | disk<<4; "xvdq" and beyond ("xvdaa", up to four letters) are

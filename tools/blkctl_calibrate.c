@@ -96,19 +96,6 @@ static void on_signal(int sig)
 	cal_stop = sig;
 }
 
-static int cal_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int cal_die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("blkctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return 1;
-}
-
 static int cal_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int cal_usage(const char *fmt, ...)
 {
@@ -237,7 +224,7 @@ static int no_room(const struct cal *c, uint64_t avail)
 {
 	char need[16], have[16];
 
-	return cal_die("no room for the scratch file in %s: it needs %s free, %s is available "
+	return die("no room for the scratch file in %s: it needs %s free, %s is available "
 		       "(--size sets a smaller area)",
 		       c->dir, util_fmt_size(c->size, need, sizeof(need)),
 		       util_fmt_size(avail, have, sizeof(have)));
@@ -261,18 +248,18 @@ static int scratch_make(struct cal *c)
 	if (!c->buffered && statfs(c->dir, &sf) == 0 &&
 	    (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC))
 		/* Recent tmpfs accepts O_DIRECT as a no-op: the probes would time memory. */
-		return cal_die("%s is on tmpfs, which has no device and no O_DIRECT to measure it "
+		return die("%s is on tmpfs, which has no device and no O_DIRECT to measure it "
 			       "with; --buffered measures through the page cache anyway",
 			       c->dir);
 	fd = scratch_open(c);
 	if (fd == -EINVAL && !c->buffered)
-		return cal_die("the file system of %s refuses O_DIRECT; --buffered measures "
+		return die("the file system of %s refuses O_DIRECT; --buffered measures "
 			       "through the page cache instead",
 			       c->dir);
 	if (fd == -ENOSPC || fd == -EDQUOT)
 		return no_room(c, 0);
 	if (fd < 0)
-		return cal_die("cannot make a scratch file in %s: %s", c->dir, strerror(-fd));
+		return die("cannot make a scratch file in %s: %s", c->dir, strerror(-fd));
 	c->fd = fd;
 	if (free_bytes(fd) < c->size)
 		return no_room(c, free_bytes(fd));
@@ -282,7 +269,7 @@ static int scratch_make(struct cal *c)
 		if (rc == -ENOSPC || rc == -EDQUOT)
 			return no_room(c, free_bytes(fd));
 		if (rc != -EOPNOTSUPP)
-			return cal_die("cannot reserve %" PRIu64 " bytes in %s: %s", c->size,
+			return die("cannot reserve %" PRIu64 " bytes in %s: %s", c->size,
 				       c->dir, strerror(-rc));
 	}
 	return 0;
@@ -445,16 +432,16 @@ static int cal_run(struct cal *c, struct run *r)
 static int run_failed(const struct cal *c, const char *what, int rc)
 {
 	if (rc == -EINTR)
-		return cal_die("calibration interrupted by signal %d; the scratch file is gone and "
+		return die("calibration interrupted by signal %d; the scratch file is gone and "
 			       "the pool's model is unchanged",
 			       (int)cal_stop);
 	if (rc == -ENOSPC || rc == -EDQUOT)
 		return no_room(c, free_bytes(c->fd));
 	if (rc == -EINVAL && !c->buffered)
-		return cal_die("the file system of %s refuses O_DIRECT requests; --buffered "
+		return die("the file system of %s refuses O_DIRECT requests; --buffered "
 			       "measures through the page cache instead",
 			       c->dir);
-	return cal_die("%s failed on the scratch file in %s: %s", what, c->dir, strerror(-rc));
+	return die("%s failed on the scratch file in %s: %s", what, c->dir, strerror(-rc));
 }
 
 /* Fill the scratch area with non-zero data, so reads reach the device. 0 or 1. */
@@ -516,7 +503,7 @@ static int cal_probes(struct cal *c, struct qos_calib *out)
 		if (rc)
 			return run_failed(c, p->label, rc);
 		if (r.counted == 0)
-			return cal_die("%s: no request completed within %u s; the device is too "
+			return die("%s: no request completed within %u s; the device is too "
 				       "slow or stalled",
 				       p->label, c->seconds);
 		ns = r.span_ns / r.counted;
@@ -543,17 +530,17 @@ static int vol_dir(const char *pool, const char *vol, char *dir, size_t len)
 	int rc;
 
 	if (!pool_vol_name_ok(vol))
-		return cal_die("'%s' is not a valid volume name (1-%d of A-Z a-z 0-9 _ . -, not "
+		return die("'%s' is not a valid volume name (1-%d of A-Z a-z 0-9 _ . -, not "
 			       "starting with '.')",
 			       vol, POOL_VOL_NAME_MAX);
 	rc = pool_vol_get(pool, vol, &v);
 	if (rc == -ENOENT)
-		return cal_die("no volume named '%s' in pool %s", vol, pool);
+		return die("no volume named '%s' in pool %s", vol, pool);
 	if (rc == -EINVAL)
-		return cal_die("volume '%s' in pool %s has unreadable metadata (%s/vols/%s.json)",
+		return die("volume '%s' in pool %s has unreadable metadata (%s/vols/%s.json)",
 			       vol, pool, pool, vol);
 	if (rc)
-		return cal_die("cannot read volume '%s' in pool %s: %s", vol, pool, strerror(-rc));
+		return die("cannot read volume '%s' in pool %s: %s", vol, pool, strerror(-rc));
 	if (!strcmp(v.store, POOL_STORE_DEDUP)) {
 		rc = pool_dedup_path(pool, dir, (unsigned)len);
 	} else {
@@ -562,7 +549,7 @@ static int vol_dir(const char *pool, const char *vol, char *dir, size_t len)
 		/* A volume file linked in from another file system lives on that device. */
 		rc = pool_vol_path(pool, vol, img, sizeof(img));
 		if (!rc && !realpath(img, real))
-			return cal_die("cannot find the data of volume '%s' (%s): %s", vol, img,
+			return die("cannot find the data of volume '%s' (%s): %s", vol, img,
 				       strerror(errno));
 		if (!rc && (size_t)snprintf(dir, len, "%s", real) >= len)
 			rc = -ENAMETOOLONG;
@@ -571,7 +558,7 @@ static int vol_dir(const char *pool, const char *vol, char *dir, size_t len)
 			slash[slash == dir] = '\0'; /* "/vm.img" lives in "/" */
 	}
 	if (rc)
-		return cal_die("the path of volume '%s' is too long", vol);
+		return die("the path of volume '%s' is too long", vol);
 	return 0;
 }
 
@@ -581,14 +568,14 @@ static int cal_setup(struct cal *c)
 
 	for (unsigned i = 0; i < CAL_QD; i++) {
 		if (posix_memalign(&c->buf[i], QOS_PAGE_BYTES, CAL_BIG))
-			return cal_die("out of memory for %u buffers of 1M", CAL_QD);
+			return die("out of memory for %u buffers of 1M", CAL_QD);
 		/* Non-zero and incompressible: a device that dedups or compresses must work. */
 		for (size_t j = 0; j < CAL_BIG / 8; j++)
 			((uint64_t *)c->buf[i])[j] = cal_rand(c) | 1;
 	}
 	rc = io_uring_queue_init(CAL_QD, &c->ring, 0);
 	if (rc < 0)
-		return cal_die("cannot set up io_uring: %s", strerror(-rc));
+		return die("cannot set up io_uring: %s", strerror(-rc));
 	c->ring_ok = 1;
 	return 0;
 }
@@ -626,7 +613,7 @@ static int capacity_of(const struct qos_cost_model *m, const struct qos_calib *k
 	p.cost = *m;
 	rc = qos_sched_new(&p, NULL, &s, why, sizeof(why));
 	if (rc)
-		return cal_die("the scheduler refuses the measured model: %s", why);
+		return die("the scheduler refuses the measured model: %s", why);
 	cap->sched_iops = qos_sched_capacity_iops(s);
 	qos_sched_free(s);
 	return 0;
@@ -732,7 +719,7 @@ int blkctl_calibrate(const char *pool, int argc, char **argv)
 	c.tty = isatty(STDERR_FILENO);
 	c.rng = 0x9e3779b97f4a7c15ull ^ util_now_ns();
 	if (qos_model_path(path, sizeof(path), pool))
-		return cal_die("the path of pool %s is too long", pool);
+		return die("the path of pool %s is too long", pool);
 
 	/* No SA_RESTART: a signal must break io_uring_wait_cqe() so the probe stops at once. */
 	sigemptyset(&sa.sa_mask);
@@ -754,7 +741,7 @@ int blkctl_calibrate(const char *pool, int argc, char **argv)
 	if (rc)
 		goto out;
 	if (qos_cost_model_from_calib(&k, &m, why, sizeof(why))) {
-		rc = cal_die("the measurements do not make a model: %s", why);
+		rc = die("the measurements do not make a model: %s", why);
 		goto out;
 	}
 	rc = capacity_of(&m, &k, &cap);
@@ -763,7 +750,7 @@ int blkctl_calibrate(const char *pool, int argc, char **argv)
 	snprintf(source, sizeof(source), "calibrate %s%s", c.vol, c.buffered ? " --buffered" : "");
 	rc = qos_model_save(pool, &m, &k, source);
 	if (rc) {
-		rc = cal_die("cannot save the model in %s: %s", path, strerror(-rc));
+		rc = die("cannot save the model in %s: %s", path, strerror(-rc));
 		goto out;
 	}
 	if (c.json)

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,4 +236,16 @@ int blkctl_vdev_devid(const char *vdev, uint32_t *devid)
 		return -EINVAL;
 	*devid = disk < 16 ? (202u << 8) | (disk << 4) : (1u << 28) | (disk << 8);
 	return 0;
+}
+
+int die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("blkctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return 1;
 }

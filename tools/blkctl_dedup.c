@@ -24,19 +24,6 @@
 #include "dedup/dedup.h"
 #include "tools/blkctl.h"
 
-static int dd_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int dd_die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("blkctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return 1;
-}
-
 /* Where a dedup command runs: the daemon (d.fd >= 0) or this process (store open). */
 struct dd_session {
 	const char *pool;
@@ -54,7 +41,7 @@ static int session_open(struct dd_session *s, const char *pool)
 	s->pool = pool;
 	rc = blkctl_daemon_open(pool, &s->d);
 	if (rc < 0)
-		return dd_die("cannot reach blkbackd on pool %s: %s", pool, strerror(-rc));
+		return die("cannot reach blkbackd on pool %s: %s", pool, strerror(-rc));
 	if (s->d.fd >= 0)
 		return 0;
 	rc = pool_init(pool);
@@ -63,8 +50,8 @@ static int session_open(struct dd_session *s, const char *pool)
 	if (rc < 0) {
 		blkctl_daemon_close(&s->d);
 		if (rc == -EBUSY)
-			return dd_die("the dedup store %s is in use by another process", dir);
-		return dd_die("cannot open the dedup store of pool %s: %s", pool, strerror(-rc));
+			return die("the dedup store %s is in use by another process", dir);
+		return die("cannot open the dedup store of pool %s: %s", pool, strerror(-rc));
 	}
 	return 0;
 }
@@ -85,7 +72,7 @@ static int dd_call(struct dd_session *s, json_object *req, json_object **ans)
 	rc = blkctl_call(&s->d, req, &o);
 	json_object_put(req);
 	if (rc < 0)
-		return dd_die("no answer from blkbackd on pool %s: %s", s->pool, strerror(-rc));
+		return die("no answer from blkbackd on pool %s: %s", s->pool, strerror(-rc));
 	if (json_object_object_get_ex(o, "ok", &f) && json_object_get_boolean(f)) {
 		if (ans)
 			*ans = o;
@@ -94,7 +81,7 @@ static int dd_call(struct dd_session *s, json_object *req, json_object **ans)
 		return 0;
 	}
 	rc = json_object_object_get_ex(o, "error", &f) ? 0 : -1;
-	dd_die("%s", rc == 0 ? json_object_get_string(f) : "blkbackd refused the request");
+	die("%s", rc == 0 ? json_object_get_string(f) : "blkbackd refused the request");
 	json_object_put(o);
 	return 1;
 }
@@ -114,7 +101,7 @@ static void put_str(json_object *o, const char *k, const char *v)
 
 static int dd_failed(const char *what, const char *name, int rc)
 {
-	return dd_die("cannot %s '%s': %s", what, name, strerror(-rc));
+	return die("cannot %s '%s': %s", what, name, strerror(-rc));
 }
 
 /* ---- progress ---- */
@@ -165,7 +152,7 @@ int blkctl_dedup_create(const char *pool, const char *name, uint64_t size)
 	int rc;
 
 	if (size % DEDUP_BLOCK_BYTES)
-		return dd_die("a dedup volume's size must be a multiple of 4096 bytes");
+		return die("a dedup volume's size must be a multiple of 4096 bytes");
 	if (session_open(&s, pool))
 		return 1;
 	if (s.d.fd >= 0) {
@@ -178,7 +165,7 @@ int blkctl_dedup_create(const char *pool, const char *name, uint64_t size)
 	}
 	if (pool_vol_get(pool, name, &(struct pool_vol){ 0 }) == 0) {
 		session_close(&s);
-		return dd_die("a volume named '%s' exists in pool %s", name, pool);
+		return die("a volume named '%s' exists in pool %s", name, pool);
 	}
 	/* Store first, metadata last: the .json is the commit point of every pool volume. */
 	rc = dedup_vol_create(s.store, name, size);
@@ -224,14 +211,14 @@ static int copy_cmd(const char *pool, int argc, char **argv, int snapshot)
 	int rc;
 
 	if (argc != 3)
-		return dd_die("%s needs two volume names (see blkctl %s --help)", what, what);
+		return die("%s needs two volume names (see blkctl %s --help)", what, what);
 	if (!pool_vol_name_ok(argv[1]) || !pool_vol_name_ok(argv[2]))
-		return dd_die("volume names are 1..63 of [A-Za-z0-9_.-], not starting with '.'");
+		return die("volume names are 1..63 of [A-Za-z0-9_.-], not starting with '.'");
 	rc = pool_vol_get(pool, argv[1], &pv);
 	if (rc < 0)
-		return dd_die("no volume named '%s' in pool %s", argv[1], pool);
+		return die("no volume named '%s' in pool %s", argv[1], pool);
 	if (strcmp(pv.store, POOL_STORE_DEDUP) != 0)
-		return dd_die("'%s' is a %s volume; %s needs a dedup volume", argv[1], pv.store, what);
+		return die("'%s' is a %s volume; %s needs a dedup volume", argv[1], pv.store, what);
 	if (session_open(&s, pool))
 		return 1;
 	if (s.d.fd >= 0) {
@@ -246,7 +233,7 @@ static int copy_cmd(const char *pool, int argc, char **argv, int snapshot)
 	}
 	if (pool_vol_get(pool, argv[2], &(struct pool_vol){ 0 }) == 0) {
 		session_close(&s);
-		return dd_die("a volume named '%s' exists in pool %s", argv[2], pool);
+		return die("a volume named '%s' exists in pool %s", argv[2], pool);
 	}
 	rc = snapshot ? dedup_vol_snapshot(s.store, argv[1], argv[2])
 		      : dedup_vol_clone(s.store, argv[1], argv[2]);
@@ -284,7 +271,7 @@ int blkctl_dedup_gc(const char *pool, int argc, char **argv)
 
 	(void)argv;
 	if (argc != 1)
-		return dd_die("gc takes no arguments");
+		return die("gc takes no arguments");
 	if (session_open(&s, pool))
 		return 1;
 	if (s.d.fd >= 0) {
@@ -306,7 +293,7 @@ int blkctl_dedup_gc(const char *pool, int argc, char **argv)
 	rc = rc ?: dedup_store_stats(s.store, &after);
 	session_close(&s);
 	if (rc < 0)
-		return dd_die("gc failed: %s", strerror(-rc));
+		return die("gc failed: %s", strerror(-rc));
 	printf("gc: freed %s\n",
 	       util_fmt_size(before.container_bytes > after.container_bytes
 				     ? before.container_bytes - after.container_bytes
@@ -328,7 +315,7 @@ int blkctl_dedup_fsck(const char *pool, int argc, char **argv)
 		else if (!strcmp(argv[i], "--verify"))
 			verify = 1;
 		else
-			return dd_die("fsck takes --repair and --verify only (see blkctl fsck --help)");
+			return die("fsck takes --repair and --verify only (see blkctl fsck --help)");
 	}
 	if (session_open(&s, pool))
 		return 1;
@@ -351,7 +338,7 @@ int blkctl_dedup_fsck(const char *pool, int argc, char **argv)
 				      &r);
 		session_close(&s);
 		if (rc < 0)
-			return dd_die("fsck could not check the store: %s", strerror(-rc));
+			return die("fsck could not check the store: %s", strerror(-rc));
 		rep = bb_dedup_fsck_json(&r);
 	}
 	json_object_object_foreach(rep, k, v)
@@ -376,12 +363,12 @@ static int image_cmd(const char *pool, int argc, char **argv, int import)
 	int fd, rc;
 
 	if (argc != 3)
-		return dd_die("%s needs VOL FILE (see blkctl %s --help)", what, what);
+		return die("%s needs VOL FILE (see blkctl %s --help)", what, what);
 	rc = pool_vol_get(pool, argv[1], &pv);
 	if (rc < 0)
-		return dd_die("no volume named '%s' in pool %s", argv[1], pool);
+		return die("no volume named '%s' in pool %s", argv[1], pool);
 	if (strcmp(pv.store, POOL_STORE_DEDUP) != 0)
-		return dd_die("'%s' is a %s volume; %s works on dedup volumes", argv[1], pv.store,
+		return die("'%s' is a %s volume; %s works on dedup volumes", argv[1], pv.store,
 			      what);
 	if (session_open(&s, pool))
 		return 1;
@@ -395,7 +382,7 @@ static int image_cmd(const char *pool, int argc, char **argv, int import)
 			if (!getcwd(cwd, sizeof(cwd)) ||
 			    snprintf(file, sizeof(file), "%s/%s", cwd, argv[2]) >= (int)sizeof(file)) {
 				session_close(&s);
-				return dd_die("path too long: %s", argv[2]);
+				return die("path too long: %s", argv[2]);
 			}
 		}
 		req = dd_req(what);
@@ -412,7 +399,7 @@ static int image_cmd(const char *pool, int argc, char **argv, int import)
 	if (fd < 0) {
 		rc = errno;
 		session_close(&s);
-		return dd_die("cannot open %s: %s", argv[2], strerror(rc));
+		return die("cannot open %s: %s", argv[2], strerror(rc));
 	}
 	progress_init(&pr, what);
 	rc = import ? dedup_vol_import(s.store, argv[1], fd, progress_cb, &pr)
@@ -452,7 +439,7 @@ int blkctl_dedup_pool(const char *pool, int argc, char **argv)
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") != 0)
-			return dd_die("pool takes --json only");
+			return die("pool takes --json only");
 		json = 1;
 	}
 	if (session_open(&s, pool))
@@ -470,7 +457,7 @@ int blkctl_dedup_pool(const char *pool, int argc, char **argv)
 		rc = rc ?: dedup_store_stats(s.store, &st);
 		session_close(&s);
 		if (rc < 0)
-			return dd_die("cannot read the dedup store's statistics: %s", strerror(-rc));
+			return die("cannot read the dedup store's statistics: %s", strerror(-rc));
 		stats = bb_dedup_stats_json(&st);
 	}
 	if (json) {
@@ -502,7 +489,7 @@ json_object *blkctl_dedup_vols(const char *pool)
 	} else {
 		arr = bb_dedup_vols_json(s.store, &rc);
 		if (!arr)
-			dd_die("cannot list the dedup store: %s", strerror(-rc));
+			die("cannot list the dedup store: %s", strerror(-rc));
 	}
 	session_close(&s);
 	return arr;
@@ -548,7 +535,7 @@ int blkctl_dedup_resize(const char *pool, const char *name, uint64_t size, int s
 	int rc;
 
 	if (size % DEDUP_BLOCK_BYTES)
-		return dd_die("a dedup volume's size must be a multiple of 4096 bytes");
+		return die("a dedup volume's size must be a multiple of 4096 bytes");
 	if (session_open(&s, pool))
 		return 1;
 	util_fmt_size(size, new_s, sizeof(new_s));
@@ -576,7 +563,7 @@ int blkctl_dedup_resize(const char *pool, const char *name, uint64_t size, int s
 	rc = rc ?: pool_vol_set_size(pool, name, size);
 	session_close(&s);
 	if (rc == -EPERM)
-		return dd_die("refusing to shrink '%s' without --shrink", name);
+		return die("refusing to shrink '%s' without --shrink", name);
 	if (rc < 0)
 		return dd_failed("resize", name, rc);
 	util_fmt_size(old, old_s, sizeof(old_s));
