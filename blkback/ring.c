@@ -425,10 +425,15 @@ static void ring_unmap_req(struct bb_ring *r, struct bb_req *q)
 static void ring_complete(struct bb_ring *r, struct bb_req *q, int status)
 {
 	if (q->qos_admitted) {
-		/* The vbd's handle outlives its rings' threads (qos_daemon.c). */
-		qos_vbd_complete(r->vbd->qos, &q->qos);
+		/*
+		 * The vbd's handle outlives its rings' threads (qos_daemon.c). A simulated device's
+		 * completion time is known: the scheduler measures the device by it, not by when
+		 * this thread got round to the response.
+		 */
+		qos_vbd_complete_at(r->vbd->qos, &q->qos, q->sim_done_ns);
 		q->qos_admitted = 0;
 	}
+	q->sim_done_ns = 0;
 	ring_unmap_req(r, q);
 	if (status == 0) {
 		uint64_t lat = util_now_ns() - q->start_ns;
@@ -658,7 +663,6 @@ static void sim_release(struct bb_ring *r, uint64_t now)
 	while ((q = r->sim_head) && q->sim_done_ns <= now) {
 		r->sim_head = q->next;
 		q->next = NULL;
-		q->sim_done_ns = 0;
 		ring_complete(r, q, q->sim_status);
 	}
 }
@@ -704,7 +708,6 @@ static void ring_io_done(struct target_io *io, int status)
 		sim_hold(r, q, status);
 		return;
 	}
-	q->sim_done_ns = 0;
 	ring_complete(r, q, status);
 }
 

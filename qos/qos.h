@@ -347,6 +347,14 @@ int qos_vbd_admit(struct qos_vbd *v, const struct qos_io *io, struct qos_ticket 
 void qos_vbd_complete(struct qos_vbd *v, const struct qos_ticket *ticket);
 
 /**
+ * As qos_vbd_complete(), for a caller that knows when the device completed the request
+ * (@done_ns, clock time; 0 = now) and answers it later: the latency the scheduler steers by is
+ * the device's, without the caller's own delay. Used with a simulated device, whose completion
+ * time is known in advance.
+ */
+void qos_vbd_complete_at(struct qos_vbd *v, const struct qos_ticket *ticket, uint64_t done_ns);
+
+/**
  * The request admitted with @ticket was never sent (for instance the target queue was full):
  * give back its device room, credit, reservation token and cap allowance.
  */

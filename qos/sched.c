@@ -103,6 +103,9 @@ struct qos_sched {
 
 	/* this period's measurements; "lone" = dispatched to an empty device, so unqueued */
 	uint64_t p_n, p_sum_e, p_sum_cost, p_max_cost, p_refused, p_wait_ns;
+	uint64_t p_max_inflight; /* the most model ns in flight at once */
+	uint64_t p_grant_n, p_grant_delay; /* granted rooms taken up, and their wait for the vbd */
+	uint64_t grant_delay_ns;           /* smoothed: how long granted room waits for its vbd */
 	unsigned __int128 p_sum_cost2;
 	uint64_t p_lone_n, p_lone_lat, p_lone_cost;
 
@@ -401,6 +404,7 @@ static void vbd_charge(struct qos_vbd *v, const struct qos_io *io, uint64_t now,
 		flags |= QOS_TICKET_LONE;
 	v->credit_ns -= (int64_t)cost;
 	s->inflight_ns += cost;
+	s->p_max_inflight = max64(s->p_max_inflight, s->inflight_ns);
 	v->inflight_ns += cost;
 	v->inflight++;
 	if (flags & QOS_TICKET_BOOST) {
@@ -639,8 +643,27 @@ static void account_window(struct qos_sched *s)
 	 * A request holds its whole cost in the window until it completes, also during the
 	 * device's fixed latency when the server is already free for others.
 	 */
-	wmin = max64(s->cost4k_ns, mul_div(base, s->vrate_ppm, PPM) + s->p_max_cost + mean_cost);
+	/*
+	 * Plus the work the device does while granted room waits for its vbd to come and take it
+	 * (a ring thread's wake-up: nothing in virtual time, tens to hundreds of us on a busy
+	 * host): that room is in the window but not on the device, which would run dry.
+	 */
+	if (s->p_grant_n)
+		s->grant_delay_ns = (3 * s->grant_delay_ns + s->p_grant_delay / s->p_grant_n) / 4;
+	wmin = max64(s->cost4k_ns, mul_div(base + s->grant_delay_ns, s->vrate_ppm, PPM) +
+					   s->p_max_cost + mean_cost);
 	wmax = max64(budget_ns(s), wmin);
+	/*
+	 * A window that refused nobody was not validated by use (TCP's congestion window
+	 * validation, RFC 7661): let it fall halfway to what was in flight at most, so a latency
+	 * spike that raised the floor for a while cannot keep it high once contention starts.
+	 */
+	if (!s->p_refused) {
+		uint64_t used = max64(s->p_max_inflight, wmin);
+
+		if (s->window_ns > used)
+			s->window_ns -= (s->window_ns - used) / 2;
+	}
 	s->window_ns = max64(wmin, min64(s->window_ns, wmax));
 	s->lat_base_ns = base;
 	s->lat_low_ns = low;
@@ -730,6 +753,8 @@ static void sched_account(struct qos_sched *s, uint64_t now)
 	s->p_lone_n = s->p_lone_lat = s->p_lone_cost = 0;
 	s->p_sum_cost2 = 0;
 	s->p_max_cost = 0;
+	s->p_max_inflight = s->inflight_ns;
+	s->p_grant_n = s->p_grant_delay = 0;
 	s->period_start_ns = now;
 	s->next_tick_ns = now + s->p.period_ns;
 	sched_fill(s, now);
@@ -952,6 +977,8 @@ int qos_vbd_admit(struct qos_vbd *v, const struct qos_io *io, struct qos_ticket 
 			vbd_uncharge(v, &v->grant_ticket);
 		contend_del(v);
 		if (same) {
+			s->p_grant_n++;
+			s->p_grant_delay += now - v->grant_ns;
 			*ticket = v->grant_ticket;
 			ticket->dispatch_ns = now;
 			goto out_go;
@@ -1006,18 +1033,25 @@ out_go:
 
 void qos_vbd_complete(struct qos_vbd *v, const struct qos_ticket *t)
 {
+	qos_vbd_complete_at(v, t, 0);
+}
+
+void qos_vbd_complete_at(struct qos_vbd *v, const struct qos_ticket *t, uint64_t done_ns)
+{
 	struct qos_sched *s = v->s;
-	uint64_t now, lat, svc, e;
+	uint64_t now, lat, svc, e, end;
 
 	pthread_mutex_lock(&s->lock);
 	now = sched_enter(s);
+	/* The device's completion, when the caller knows it: later is the host's delay. */
+	end = done_ns && done_ns < now ? done_ns : now;
 	s->inflight_ns -= min64(s->inflight_ns, t->cost_ns);
 	v->inflight_ns -= min64(v->inflight_ns, t->cost_ns);
 	if (v->inflight)
 		v->inflight--;
 	if ((t->flags & QOS_TICKET_BOOST) && v->boost_inflight)
 		v->boost_inflight--;
-	lat = now > t->dispatch_ns ? now - t->dispatch_ns : 0;
+	lat = end > t->dispatch_ns ? end - t->dispatch_ns : 0;
 	svc = mul_div(t->cost_ns, PPM, s->vrate_ppm);
 	e = lat > svc ? lat - svc : 0;
 	s->p_n++;

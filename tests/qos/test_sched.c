@@ -734,6 +734,75 @@ static void test_lone_vbd_not_windowed(void)
 	qos_sched_free(s);
 }
 
+/*
+ * qos_vbd_complete_at(): the latency the window is steered by ends at the device's completion
+ * the caller reports, not when the caller got round to it.
+ */
+static void test_complete_at_measures_the_device(void)
+{
+	struct qos_sched *s = new_sched(COST4K, 1);
+	struct qos_vbd *a = new_vbd(s, 256, NULL, NULL);
+	struct qos_sched_stats st;
+	struct qos_ticket t;
+	uint64_t retry, t0;
+
+	for (int i = 0; i < 4; i++) {
+		t0 = fake_now;
+		CU_ASSERT_EQUAL(qos_vbd_admit(a, &rd4k, &t, &retry), 0);
+		CU_ASSERT(t.flags & QOS_TICKET_LONE);
+		/* Done after its 100 us of service plus 50 us; reported 20 ms later. */
+		fake_now = t0 + 20 * MS;
+		qos_vbd_complete_at(a, &t, t0 + COST4K + 50000);
+		fake_now = t0 + 31 * MS; /* the next period starts: accounting runs */
+		qos_sched_tick(s);
+	}
+	qos_sched_stats(s, &st);
+	CU_ASSERT(st.lat_base_ns >= 40000 && st.lat_base_ns <= 60000);
+	/* 0: now. */
+	t0 = fake_now;
+	CU_ASSERT_EQUAL(qos_vbd_admit(a, &rd4k, &t, &retry), 0);
+	fake_now = t0 + 5 * MS;
+	qos_vbd_complete_at(a, &t, 0);
+	fake_now = t0 + 31 * MS;
+	qos_sched_tick(s);
+	qos_sched_stats(s, &st);
+	CU_ASSERT(st.lat_base_ns > 60000); /* the 5 ms sample counts */
+	qos_vbd_remove(a);
+	qos_sched_free(s);
+}
+
+/*
+ * A window nobody was refused against falls halfway towards what was in flight each period
+ * (congestion window validation), so a once-high floor cannot keep it high.
+ */
+static void test_unused_window_falls(void)
+{
+	struct qos_sched *s = new_sched(100 * MS, 1); /* far more than is ever used */
+	struct qos_vbd *a = new_vbd(s, 256, NULL, NULL);
+	struct qos_vbd *b = new_vbd(s, 256, NULL, NULL);
+	struct qos_sched_stats st;
+	struct qos_ticket ta, tb;
+	uint64_t retry, last = 100 * MS;
+
+	for (int i = 0; i < 6; i++) {
+		CU_ASSERT_EQUAL(qos_vbd_admit(a, &rd4k, &ta, &retry), 0);
+		CU_ASSERT_EQUAL(qos_vbd_admit(b, &rd4k, &tb, &retry), 0);
+		fake_now += 2 * COST4K;
+		qos_vbd_complete(a, &ta);
+		qos_vbd_complete(b, &tb);
+		fake_now += 30 * MS;
+		qos_sched_tick(s);
+		qos_sched_stats(s, &st);
+		CU_ASSERT(st.window_ns < last); /* falls every period... */
+		CU_ASSERT(st.window_ns >= 2 * COST4K); /* ...not below what was used */
+		last = st.window_ns;
+	}
+	CU_ASSERT(last < 4 * MS); /* 100 ms halved six times towards 0.2 ms */
+	qos_vbd_remove(a);
+	qos_vbd_remove(b);
+	qos_sched_free(s);
+}
+
 static CU_TestInfo tests[] = {
 	{ "params_validation", test_params_validation },
 	{ "settings_validation", test_settings_validation },
@@ -750,6 +819,8 @@ static CU_TestInfo tests[] = {
 	{ "stats_rates", test_stats_rates },
 	{ "threads", test_threads },
 	{ "lone_vbd_not_windowed", test_lone_vbd_not_windowed },
+	{ "complete_at_measures_the_device", test_complete_at_measures_the_device },
+	{ "unused_window_falls", test_unused_window_falls },
 	CU_TEST_INFO_NULL,
 };
 
