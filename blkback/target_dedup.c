@@ -56,6 +56,7 @@ struct dd_slot {
 	enum target_op op;
 	int status;	  /**< worst extent status; for deferred completions, theirs */
 	uint32_t pending; /**< extent I/Os in the io_uring not yet reaped */
+	void *bounce;	  /**< a write's private copy of the guest's data, until it completes */
 };
 
 /* An extent's CQE tag: slot index and extent index (< DEDUP_REQ_MAX_BLK). */
@@ -152,8 +153,10 @@ static int dd_resize(struct target *base, uint64_t new_size_bytes)
 static void dd_queue_free(struct dd_queue *q)
 {
 	if (q->slots)
-		for (uint32_t i = 0; i < q->depth; i++)
+		for (uint32_t i = 0; i < q->depth; i++) {
 			dedup_req_free(q->slots[i].req);
+			free(q->slots[i].bounce);
+		}
 	if (q->ring_ok)
 		io_uring_queue_exit(&q->ring);
 	if (q->epfd >= 0)
@@ -259,6 +262,17 @@ static void dd_defer_done(struct dd_queue *q, struct dd_slot *slot, int status)
 	q->done_len++;
 	if (q->done_len == 1 && write(q->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_warn("cannot signal the queue eventfd: %s", strerror(errno));
+}
+
+/* Gather @io's iovecs (the guest's pages) into @dst. */
+static void dd_copy_in(void *dst, const struct target_io *io)
+{
+	char *p = dst;
+
+	for (unsigned i = 0; i < io->iovcnt; i++) {
+		memcpy(p, io->iov[i].iov_base, io->iov[i].iov_len);
+		p += io->iov[i].iov_len;
+	}
 }
 
 /*
@@ -367,16 +381,34 @@ static int dd_submit(struct target_queue *base, struct target_io *io)
 		}
 		dd_queue_extents(q, slot);
 		break;
-	case TARGET_OP_WRITE:
-		rc = dedup_write_prepare(q->ctx, t->vol, first, (uint32_t)nr, io->iov, io->iovcnt,
-					 r);
-		if (rc < 0)
+	case TARGET_OP_WRITE: {
+		struct iovec copy;
+
+		/*
+		 * Hash and store a private copy: the guest may change its pages until the write is
+		 * answered (blkfront does not ask for stable pages), and a container block must hold
+		 * exactly what its SHA-256 names, since any volume may dedup to it later. A copy is
+		 * an eighth of the hash's cost.
+		 */
+		if (posix_memalign(&slot->bounce, DD_BLK, io->len_bytes)) {
+			slot->bounce = NULL;
+			return -ENOMEM;
+		}
+		dd_copy_in(slot->bounce, io);
+		copy.iov_base = slot->bounce;
+		copy.iov_len = io->len_bytes;
+		rc = dedup_write_prepare(q->ctx, t->vol, first, (uint32_t)nr, &copy, 1, r);
+		if (rc < 0) {
+			free(slot->bounce);
+			slot->bounce = NULL;
 			return rc;
+		}
 		if (dedup_req_nr_extents(r) == 0)
 			dedup_write_submit(q->ctx, r, 0); /* zeros and duplicates only */
 		else
 			dd_queue_extents(q, slot);
 		break;
+	}
 	case TARGET_OP_DISCARD:
 		rc = dedup_discard_submit(q->ctx, t->vol, first, nr, r);
 		if (rc < 0)
@@ -418,6 +450,8 @@ static void dd_complete(struct dd_queue *q, struct dd_slot *slot, int status)
 	struct target_io *io = slot->io;
 
 	slot->io = NULL;
+	free(slot->bounce);
+	slot->bounce = NULL;
 	q->free[q->nr_free++] = (uint32_t)(slot - q->slots);
 	q->base.inflight--;
 	io->done(io, status);
@@ -437,7 +471,10 @@ static int dd_extent_done(struct dd_queue *q, uint64_t tag, int res)
 	uint64_t want = (uint64_t)e->nr_blk * DD_BLK;
 
 	q->sq_used--;
-	if (res >= 0 && (uint64_t)res < want)
+	/* Transient (the raw target retries these too): do the extent here instead of failing it. */
+	if (res == -EAGAIN || res == -EINTR)
+		res = dd_extent_rest(e, write_op, 0);
+	else if (res >= 0 && (uint64_t)res < want)
 		res = res == 0 && !write_op ? -EIO : dd_extent_rest(e, write_op, (uint64_t)res);
 	if (res < 0) {
 		if (!slot->status)

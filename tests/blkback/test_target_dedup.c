@@ -353,12 +353,66 @@ static void test_close_with_inflight(void)
 	dedup_store_close(s);
 }
 
+/*
+ * A guest that changes its page after submitting a write (blkfront does not promise stable
+ * pages) must not leave a container block whose data differs from its SHA-256: another volume
+ * writing the data the block was named by dedups to it and must read that data back.
+ */
+static void test_page_changed_after_submit(void)
+{
+	struct dedup_store *s = new_store("stable", 1 << 20);
+	struct target_open_opts o = {0};
+	struct target_queue *q, *q2;
+	struct target *t, *t2;
+	char *page = aligned_alloc(BLK, BLK), *want = malloc(BLK), *got = malloc(BLK);
+	struct iovec iov = {page, BLK};
+	struct target_io io;
+	struct done_rec r;
+
+	CU_ASSERT_EQUAL_FATAL(dedup_vol_create(s, "w", 1 << 20), 0);
+	CU_ASSERT_EQUAL_FATAL(target_dedup_open(s, "v", &o, &t), 0);
+	CU_ASSERT_EQUAL_FATAL(target_dedup_open(s, "w", &o, &t2), 0);
+	CU_ASSERT_EQUAL_FATAL(target_queue_open(t, 4, &q), 0);
+	CU_ASSERT_EQUAL_FATAL(target_queue_open(t2, 4, &q2), 0);
+	fill(want, BLK, 41);
+	memcpy(page, want, BLK);
+	tio_set(&io, TARGET_OP_WRITE, 0, BLK, &iov, 1, &r);
+	CU_ASSERT_EQUAL(target_submit(q, &io), 0);
+	fill(page, BLK, 42); /* before the container write is even sent */
+	CU_ASSERT(target_queue_commit(q) >= 0);
+	while (r.calls == 0) {
+		struct pollfd p = {.fd = target_queue_fd(q), .events = POLLIN};
+
+		CU_ASSERT_EQUAL_FATAL(poll(&p, 1, 5000), 1);
+		CU_ASSERT(target_queue_poll(q, 0) >= 0);
+	}
+	CU_ASSERT_EQUAL(r.status, 0);
+	/* Volume w writes the original data: a duplicate of v's block. */
+	memcpy(got, want, BLK);
+	CU_ASSERT_EQUAL(run_rw(q2, TARGET_OP_WRITE, 0, got, BLK), 0);
+	memset(got, 0, BLK);
+	CU_ASSERT_EQUAL(run_rw(q2, TARGET_OP_READ, 0, got, BLK), 0);
+	CU_ASSERT_EQUAL(memcmp(got, want, BLK), 0);
+	memset(got, 0, BLK);
+	CU_ASSERT_EQUAL(run_rw(q, TARGET_OP_READ, 0, got, BLK), 0);
+	CU_ASSERT_EQUAL(memcmp(got, want, BLK), 0); /* what v was written with, as hashed */
+	target_queue_close(q);
+	target_queue_close(q2);
+	target_close(t);
+	target_close(t2);
+	free(page);
+	free(want);
+	free(got);
+	dedup_store_close(s);
+}
+
 static CU_TestInfo tests[] = {
     {"info_and_rw", test_info_and_rw},
     {"validation_and_resize", test_validation_and_resize},
     {"snapshot_readonly", test_snapshot_readonly},
     {"backpressure_and_mix", test_backpressure_and_mix},
     {"close_with_inflight", test_close_with_inflight},
+    {"page_changed_after_submit", test_page_changed_after_submit},
     CU_TEST_INFO_NULL,
 };
 
