@@ -1097,6 +1097,13 @@ static void *ring_thread(void *arg)
 		}
 		if (pfd[0].revents & (POLLIN | POLLERR | POLLHUP))
 			ring_drain_evtchn(r);
+		/*
+		 * A target can signal its fd after the pass already reaped the completion it was
+		 * for; with nothing in flight the pass does not poll the target, so clear it here
+		 * or this loop would spin until the guest's next request.
+		 */
+		if ((pfd[1].revents & POLLIN) && !r->inflight)
+			target_queue_poll(r->tq, 0);
 		for (int k = 2; k < 5; k++) {
 			uint64_t v;
 
