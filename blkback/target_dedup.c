@@ -439,9 +439,17 @@ static int dd_commit(struct target_queue *base)
 	do {
 		rc = io_uring_submit(&q->ring);
 	} while (rc == -EINTR);
-	/* Short of kernel resources: the SQEs stay queued and the next commit or poll retries. */
-	if (rc == -EAGAIN || rc == -EBUSY)
+	/*
+	 * Short of kernel resources: the SQEs stay queued and the next commit or poll retries.
+	 * Wake the ring thread for that poll: with nothing else in flight no completion would.
+	 */
+	if (rc == -EAGAIN || rc == -EBUSY) {
+		uint64_t one = 1;
+
+		if (write(q->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			log_warn("cannot signal the queue eventfd: %s", strerror(errno));
 		return 0;
+	}
 	return rc;
 }
 
@@ -475,7 +483,9 @@ static int dd_extent_done(struct dd_queue *q, uint64_t tag, int res)
 	if (res == -EAGAIN || res == -EINTR)
 		res = dd_extent_rest(e, write_op, 0);
 	else if (res >= 0 && (uint64_t)res < want)
-		res = res == 0 && !write_op ? -EIO : dd_extent_rest(e, write_op, (uint64_t)res);
+		/* From the last whole block: an O_DIRECT container refuses an unaligned restart. */
+		res = res == 0 && !write_op ? -EIO
+					    : dd_extent_rest(e, write_op, (uint64_t)res & ~(DD_BLK - 1));
 	if (res < 0) {
 		if (!slot->status)
 			slot->status = res;

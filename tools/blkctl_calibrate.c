@@ -406,6 +406,12 @@ static int cal_run(struct cal *c, struct run *r)
 				err = rc;
 				stopping = 1;
 			}
+			/*
+			 * Stopping: what the kernel did not take will never complete (nothing
+			 * submits again), so the drain must not wait for it.
+			 */
+			if (stopping)
+				inflight -= io_uring_sq_ready(&c->ring);
 		}
 		if (c->tty && now >= next_bar && !stopping) {
 			if (r->run_ns)
