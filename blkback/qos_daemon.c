@@ -100,13 +100,21 @@ void bb_qos_stop(struct blkback *bb)
  * ---- Per vbd ----
  */
 
-/* The settings' key: the domain's name, or its id when it has none. */
+/*
+ * The settings' key: the domain's name, or its id when it has none or one that cannot name a
+ * file (attach's domain_key() decides the same way).
+ */
+static void key_of(const char *name, domid_t domid, char *buf, size_t len)
+{
+	if (name && name[0] && !strchr(name, '/') && name[0] != '.')
+		snprintf(buf, len, "%s", name);
+	else
+		snprintf(buf, len, "%u", (unsigned)domid);
+}
+
 static void vbd_key(const struct bb_vbd *v, char *buf, size_t len)
 {
-	if (v->domain[0])
-		snprintf(buf, len, "%s", v->domain);
-	else
-		snprintf(buf, len, "%u", (unsigned)v->domid);
+	key_of(v->domain, v->domid, buf, len);
 }
 
 /* Scheduler wake-up: room was granted to the vbd. Lock held: only write the rings' eventfds. */
@@ -168,7 +176,6 @@ void bb_qos_vbd_connect(struct bb_vbd *v)
 void bb_qos_vbd_disconnect(struct bb_vbd *v)
 {
 	struct qos_vbd *qv = v->qos;
-
 	struct qos_vbd_stats st;
 
 	if (!qv)
@@ -238,10 +245,7 @@ static void domain_key(struct blkback *bb, domid_t domid, char *buf, size_t len)
 
 	snprintf(path, sizeof(path), "/local/domain/%u/name", (unsigned)domid);
 	name = xs_read(bb->xs, XBT_NULL, path, &n);
-	if (name && n && !strchr(name, '/') && name[0] != '.')
-		snprintf(buf, len, "%s", name);
-	else
-		snprintf(buf, len, "%u", (unsigned)domid);
+	key_of(n ? name : NULL, domid, buf, len);
 	free(name);
 }
 
