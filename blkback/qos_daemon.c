@@ -440,6 +440,7 @@ static json_object *cmd_qos(struct blkback *bb)
 		add_u64(dev, "lat_base_ns", s.lat_base_ns);
 		add_u64(dev, "lat_target_ns", s.lat_target_ns);
 		add_u64(dev, "lat_mean_ns", s.lat_mean_ns);
+		add_u64(dev, "grant_delay_ns", s.grant_delay_ns);
 		add_u64(dev, "budget_ns", s.budget_ns);
 		add_u64(dev, "capacity_iops", s.capacity_iops);
 		add_u64(dev, "reserved_iops", s.reserved_iops);

@@ -402,6 +402,7 @@ struct qos_sched_stats {
 	uint64_t lat_base_ns;    /**< unqueued latency beyond service time (lone requests) */
 	uint64_t lat_target_ns;  /**< the budget the window is steered to */
 	uint64_t lat_mean_ns;    /**< mean latency beyond service time, last period */
+	uint64_t grant_delay_ns; /**< smoothed wait of granted room for its vbd (in the window) */
 	uint64_t budget_ns;      /**< credit shared out per period (vrate x period) */
 	uint64_t capacity_iops;  /**< as qos_sched_capacity_iops() */
 	uint64_t reserved_iops;  /**< sum of all reservations */

@@ -1144,6 +1144,7 @@ void qos_sched_stats(struct qos_sched *s, struct qos_sched_stats *o)
 	o->periods = s->periods;
 	o->vrate_ppm = (uint32_t)s->vrate_ppm;
 	o->window_ns = s->window_ns;
+	o->grant_delay_ns = s->grant_delay_ns;
 	o->inflight_ns = s->inflight_ns;
 	o->lat_base_ns = s->lat_base_ns;
 	o->lat_target_ns = s->lat_target_ns;
