@@ -35,8 +35,8 @@
  *   {"cmd":"qos"} -> {"ok":true,"enabled":B,"time_ns":MONOTONIC_NS,"device":{"period_ns",
  *        "periods","vrate_ppm","window_ns","inflight_ns","lat_base_ns","lat_target_ns",
  *        "lat_mean_ns","grant_delay_ns","budget_ns","capacity_iops","reserved_iops",
- *        "weight_active","nvbd",
- *        "nactive","nwaiting","model","sim_device"},"vbds":[{"domid","domain","vdev","vol",
+ *        "weight_active","nvbd","nactive","nwaiting","model","sim_device"},
+ *        "vbds":[{"domid","domain","vdev","vol",
  *        <settings fields>,"state","share_pct","credit_ns","iops","bps","ops","bytes","dev_ns",
  *        "throttled_ns","parked_ns","boosts","inflight"}]}
  *        ops, bytes, dev_ns, throttled_ns, parked_ns, boosts are cumulative across reconnects;
