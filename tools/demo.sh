@@ -12,11 +12,17 @@ HV="$T/hv"
 POOL="$T/pool"
 HVPID=""
 BBPID=""
+FIOPID=""
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
+# Print a daemon's command line; the caller starts it with & itself, so that $! is the daemon
+# (a backgrounded `run` would make $! a subshell, and killing that would leave the daemon).
+show_bg() { printf '$ %s &\n' "$*"; }
 
 cleanup() {
+	set +e # stop everything, whatever one kill or wait says
+	[ -n "$FIOPID" ] && kill "$FIOPID" 2>/dev/null && wait "$FIOPID" 2>/dev/null
 	[ -n "$BBPID" ] && kill "$BBPID" 2>/dev/null && wait "$BBPID" 2>/dev/null
 	[ -n "$HVPID" ] && kill "$HVPID" 2>/dev/null && wait "$HVPID" 2>/dev/null
 	rm -rf "$T"
@@ -33,7 +39,8 @@ wait_for() { # wait_for FILE: until a daemon's socket exists (10 s at most)
 }
 
 step "Start the hypervisor (hvsimd): xenstore, domains, grant tables, event channels"
-run "$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
+show_bg "$BIN/hvsimd" --dir "$HV"
+"$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
 HVPID=$!
 wait_for "$HV/xenstore.sock"
 echo "hvsimd running (pid $HVPID), xenstore at $HV/xenstore.sock"
@@ -47,7 +54,8 @@ printf '$ XENSTORED_PATH=%s xenstore-ls /local/domain\n' "$HV/xenstore.sock"
 XENSTORED_PATH="$HV/xenstore.sock" xenstore-ls /local/domain
 
 step "Start the block backend (blkbackd) on a pool"
-run "$BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" 2>"$T/blkbackd.log" &
+show_bg "$BIN/blkbackd" --hv-dir "$HV" --pool "$POOL"
+"$BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" 2>"$T/blkbackd.log" &
 BBPID=$!
 wait_for "$POOL/blkbackd.sock"
 
@@ -65,6 +73,7 @@ FIOPID=$!
 sleep 4
 run "$BIN/blkctl" --pool "$POOL" resize vol1 2G
 wait "$FIOPID" || { cat "$T/fio.txt"; echo "demo: fio failed" >&2; exit 1; }
+FIOPID=""
 grep -E 'read:|write:|err=' "$T/fio.txt" | sed 's/^/  /'
 
 step "The running guest saw the new size: fio writes and verifies past the old 1 GiB end"

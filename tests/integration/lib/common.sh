@@ -23,6 +23,7 @@ it_stop() { # it_stop PID...: kill and reap
 }
 
 cleanup() {
+	set +e # a process that died of its signal makes wait fail: stop the rest all the same
 	# shellcheck disable=SC2086 # a list of PIDs
 	it_stop $FIOPIDS
 	it_stop "$FIOPID" "$WPID" "$BBPID" "$HVPID"
