@@ -568,10 +568,27 @@ static int dd_queue_fd(struct target_queue *base)
 static void dd_queue_close(struct target_queue *base)
 {
 	struct dd_queue *q = (struct dd_queue *)base;
+	int fails = 0;
 
-	while (q->base.inflight)
-		if (dd_poll(base, 1) < 0)
-			break;
+	while (q->base.inflight) {
+		int rc = dd_poll(base, 1);
+
+		if (rc >= 0) {
+			fails = 0;
+			continue;
+		}
+		/*
+		 * Freeing now would free buffers the kernel may still read into and requests the
+		 * writer thread still holds: retry for a second, then leak the queue instead.
+		 */
+		if (++fails > 100) {
+			log_err("%s: %u requests still in flight and their completions cannot be "
+				"reaped (%s); leaking the queue rather than freeing memory in use",
+				q->t->name, (unsigned)q->base.inflight, strerror(-rc));
+			return;
+		}
+		usleep(10000);
+	}
 	dd_queue_free(q);
 }
 
