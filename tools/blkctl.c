@@ -66,8 +66,9 @@ static const struct cmd *cur_cmd;
 
 /*
  * Parse a subcommand's options (at most 14, ending with a NULL entry; --help is added) with
- * getopt_long, which lets options and arguments mix. @set is called for each option found and
- * returns non-zero to reject it. Returns 0 with optind at the first positional argument, -1
+ * getopt_long, which lets options and arguments mix. Plain flags set an int through their
+ * option's flag pointer; @set (NULL when there is none) is called for every other option found
+ * and returns non-zero to reject it. Returns 0 with optind at the first positional argument, -1
  * after printing the command's help, or 2 after a one-line usage error.
  */
 static int parse_opts(int argc, char **argv, const struct option *longopts,
@@ -101,7 +102,8 @@ static int parse_opts(int argc, char **argv, const struct option *longopts,
 			return usage_err(cur_cmd->name, "unknown option '%s' for %s", bad,
 					 cur_cmd->name);
 		}
-		if (set(opt, optarg))
+		/* 0: a plain flag, which getopt_long set through the option's flag pointer. */
+		if (opt != 0 && (!set || set(opt, optarg)))
 			return EXIT_USAGE;
 	}
 	return 0;
@@ -389,13 +391,6 @@ static int cmd_create(int argc, char **argv)
  * ---- delete ----
  */
 
-static int no_opt(int opt, const char *arg)
-{
-	(void)opt;
-	(void)arg;
-	return 0;
-}
-
 /* Domain name of @domid from a stats answer's vbds, or NULL. */
 static const char *domain_name(json_object *stats_vbds, int64_t domid)
 {
@@ -442,7 +437,7 @@ static int cmd_delete(int argc, char **argv)
 	json_object *req, *ans;
 	int rc;
 
-	rc = parse_opts(argc, argv, NULL, no_opt);
+	rc = parse_opts(argc, argv, NULL, NULL);
 	if (rc)
 		return opts_status(rc);
 	if (optind != argc - 1)
@@ -497,14 +492,6 @@ static int cmd_delete(int argc, char **argv)
  */
 
 static int json_flag;
-
-static int json_opt(int opt, const char *arg)
-{
-	(void)opt;
-	(void)arg;
-	json_flag = 1;
-	return 0;
-}
 
 /*
  * Who uses each volume, from the daemon: an array (one per volume, in @vols order) of arrays of
@@ -615,7 +602,7 @@ static void print_list_table(const struct pool_vol *vols, unsigned n, json_objec
 static int cmd_list(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"json", no_argument, NULL, 'j'},
+	    {"json", no_argument, &json_flag, 1},
 	    {NULL, 0, NULL, 0},
 	};
 	struct pool_vol *vols = NULL;
@@ -625,7 +612,7 @@ static int cmd_list(int argc, char **argv)
 	int rc;
 
 	json_flag = 0;
-	rc = parse_opts(argc, argv, opts, json_opt);
+	rc = parse_opts(argc, argv, opts, NULL);
 	if (rc)
 		return opts_status(rc);
 	if (optind != argc)
@@ -726,19 +713,11 @@ static void qos_fields_add(json_object *req)
 		json_object_object_add(req, key, json_object_get(val));
 }
 
-static int ro_opt(int opt, const char *arg)
-{
-	if (opt == 'r') {
-		ro_flag = 1;
-		return 0;
-	}
-	return qos_opt(opt, arg);
-}
 
 static int cmd_attach(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"ro", no_argument, NULL, 'r'},
+	    {"ro", no_argument, &ro_flag, 1},
 	    QOS_OPTS,
 	    {NULL, 0, NULL, 0},
 	};
@@ -751,7 +730,7 @@ static int cmd_attach(int argc, char **argv)
 
 	ro_flag = 0;
 	qos_fields_reset();
-	rc = parse_opts(argc, argv, opts, ro_opt);
+	rc = parse_opts(argc, argv, opts, qos_opt);
 	if (rc)
 		return opts_status(rc);
 	if (optind != argc - 3)
@@ -788,7 +767,7 @@ static int cmd_detach(int argc, char **argv)
 	uint32_t devid;
 	int rc;
 
-	rc = parse_opts(argc, argv, NULL, no_opt);
+	rc = parse_opts(argc, argv, NULL, NULL);
 	if (rc)
 		return opts_status(rc);
 	if (optind != argc - 2)
@@ -814,14 +793,6 @@ static int cmd_detach(int argc, char **argv)
  */
 
 static int shrink_flag;
-
-static int shrink_opt(int opt, const char *arg)
-{
-	(void)opt;
-	(void)arg;
-	shrink_flag = 1;
-	return 0;
-}
 
 /* Resize with no daemon running (we hold its lock): the data file, then the metadata. */
 static int resize_offline(const char *name, uint64_t size)
@@ -865,7 +836,7 @@ static int resize_offline(const char *name, uint64_t size)
 static int cmd_resize(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"shrink", no_argument, NULL, 's'},
+	    {"shrink", no_argument, &shrink_flag, 1},
 	    {NULL, 0, NULL, 0},
 	};
 	char old_s[32], new_s[32];
@@ -877,7 +848,7 @@ static int cmd_resize(int argc, char **argv)
 	int rc;
 
 	shrink_flag = 0;
-	rc = parse_opts(argc, argv, opts, shrink_opt);
+	rc = parse_opts(argc, argv, opts, NULL);
 	if (rc)
 		return opts_status(rc);
 	if (optind != argc - 2)
@@ -976,7 +947,7 @@ static void print_stats_table(json_object *vbds)
 static int cmd_stats(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"json", no_argument, NULL, 'j'},
+	    {"json", no_argument, &json_flag, 1},
 	    {NULL, 0, NULL, 0},
 	};
 	struct blkctl_daemon d;
@@ -985,7 +956,7 @@ static int cmd_stats(int argc, char **argv)
 	int rc;
 
 	json_flag = 0;
-	rc = parse_opts(argc, argv, opts, json_opt);
+	rc = parse_opts(argc, argv, opts, NULL);
 	if (rc)
 		return opts_status(rc);
 	if (optind != argc && optind != argc - 2)
@@ -1173,7 +1144,7 @@ static void print_qos_table(json_object *ans)
 static int cmd_qos(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"json", no_argument, NULL, 'j'},
+	    {"json", no_argument, &json_flag, 1},
 	    {NULL, 0, NULL, 0},
 	};
 	struct blkctl_daemon d;
@@ -1181,7 +1152,7 @@ static int cmd_qos(int argc, char **argv)
 	int rc;
 
 	json_flag = 0;
-	rc = parse_opts(argc, argv, opts, json_opt);
+	rc = parse_opts(argc, argv, opts, NULL);
 	if (rc)
 		return opts_status(rc);
 	if (optind != argc)
