@@ -704,7 +704,7 @@ static void ring_io_done(struct target_io *io, int status)
 	}
 	if (status < 0)
 		log_io_error(r, q, status);
-	if (q->sim_done_ns > util_now_ns()) {
+	if (q->sim_done_ns && q->sim_done_ns > util_now_ns()) { /* no clock read without one */
 		sim_hold(r, q, status);
 		return;
 	}

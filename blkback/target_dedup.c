@@ -57,7 +57,11 @@ struct dd_slot {
 	int status;	  /**< worst extent status; for deferred completions, theirs */
 	uint32_t pending; /**< extent I/Os in the io_uring not yet reaped */
 	void *bounce;	  /**< a write's private copy of the guest's data, until it completes */
+	size_t bounce_cap; /**< its size; kept for the slot's next write up to DD_BOUNCE_KEEP */
 };
+
+/* Bounce buffers up to this size stay with their slot: no allocation per ordinary write. */
+#define DD_BOUNCE_KEEP (64u << 10)
 
 /* An extent's CQE tag: slot index and extent index (< DEDUP_REQ_MAX_BLK). */
 #define DD_TAG(slot, ext) (((uint64_t)(slot) << 16) | (ext))
@@ -390,19 +394,23 @@ static int dd_submit(struct target_queue *base, struct target_io *io)
 		 * exactly what its SHA-256 names, since any volume may dedup to it later. A copy is
 		 * an eighth of the hash's cost.
 		 */
-		if (posix_memalign(&slot->bounce, DD_BLK, io->len_bytes)) {
-			slot->bounce = NULL;
-			return -ENOMEM;
+		if (io->len_bytes > slot->bounce_cap) {
+			size_t cap = io->len_bytes > DD_BOUNCE_KEEP ? io->len_bytes : DD_BOUNCE_KEEP;
+
+			free(slot->bounce);
+			slot->bounce_cap = 0;
+			if (posix_memalign(&slot->bounce, DD_BLK, cap)) {
+				slot->bounce = NULL;
+				return -ENOMEM;
+			}
+			slot->bounce_cap = cap;
 		}
 		dd_copy_in(slot->bounce, io);
 		copy.iov_base = slot->bounce;
 		copy.iov_len = io->len_bytes;
 		rc = dedup_write_prepare(q->ctx, t->vol, first, (uint32_t)nr, &copy, 1, r);
-		if (rc < 0) {
-			free(slot->bounce);
-			slot->bounce = NULL;
+		if (rc < 0)
 			return rc;
-		}
 		if (dedup_req_nr_extents(r) == 0)
 			dedup_write_submit(q->ctx, r, 0); /* zeros and duplicates only */
 		else
@@ -458,8 +466,12 @@ static void dd_complete(struct dd_queue *q, struct dd_slot *slot, int status)
 	struct target_io *io = slot->io;
 
 	slot->io = NULL;
-	free(slot->bounce);
-	slot->bounce = NULL;
+	if (slot->bounce_cap > DD_BOUNCE_KEEP) {
+		/* A rare big write's buffer goes; the usual size stays for the next one. */
+		free(slot->bounce);
+		slot->bounce = NULL;
+		slot->bounce_cap = 0;
+	}
 	q->free[q->nr_free++] = (uint32_t)(slot - q->slots);
 	q->base.inflight--;
 	io->done(io, status);
