@@ -8,6 +8,7 @@
  * drives the short-transfer resume path that real files rarely take.
  */
 #include "blkback/target_raw.c"
+#include "tests/blkback/target_io.h"
 #include "tests/harness.h"
 
 #include <linux/loop.h>
@@ -17,68 +18,6 @@
 static const enum target_engine engines[] = {TARGET_ENGINE_IO_URING, TARGET_ENGINE_LIBAIO};
 
 #define FOR_EACH_ENGINE(i) for (unsigned i = 0; i < ARRAY_SIZE(engines); i++)
-
-struct done_rec {
-	int calls;
-	int status;
-};
-
-static void rec_done(struct target_io *io, int status)
-{
-	struct done_rec *r = io->priv;
-
-	r->calls++;
-	r->status = status;
-}
-
-static void tio_set(struct target_io *io, enum target_op op, uint64_t off, uint64_t len,
-		    const struct iovec *iov, unsigned iovcnt, struct done_rec *r)
-{
-	memset(io, 0, sizeof(*io));
-	memset(r, 0, sizeof(*r));
-	io->op = op;
-	io->offset_bytes = off;
-	io->len_bytes = len;
-	io->iov = iov;
-	io->iovcnt = iovcnt;
-	io->done = rec_done;
-	io->priv = r;
-}
-
-/* Submit, commit, poll until it completes. Returns the submit error or the I/O status. */
-static int run_io(struct target_queue *q, struct target_io *io)
-{
-	struct done_rec *r = io->priv;
-	int rc = target_submit(q, io);
-
-	if (rc)
-		return rc;
-	CU_ASSERT(target_queue_commit(q) >= 0);
-	for (int i = 0; i < 1000 && r->calls == 0; i++)
-		CU_ASSERT(target_queue_poll(q, 1) >= 0);
-	CU_ASSERT_EQUAL(r->calls, 1);
-	CU_ASSERT_EQUAL(target_queue_inflight(q), 0);
-	return r->status;
-}
-
-static int run_rw(struct target_queue *q, enum target_op op, uint64_t off, void *buf, size_t len)
-{
-	struct iovec iov = {buf, len};
-	struct target_io io;
-	struct done_rec r;
-
-	tio_set(&io, op, off, len, &iov, 1, &r);
-	return run_io(q, &io);
-}
-
-static int run_op(struct target_queue *q, enum target_op op, uint64_t off, uint64_t len)
-{
-	struct target_io io;
-	struct done_rec r;
-
-	tio_set(&io, op, off, len, NULL, 0, &r);
-	return run_io(q, &io);
-}
 
 /* Deterministic content: each 8-byte word depends on its offset in the volume and a seed. */
 static void pattern(void *buf, size_t len, uint64_t off, uint64_t seed)
