@@ -27,15 +27,10 @@ wait_lines() { # wait_lines FILE N: FILE has at least N lines (bounded: 20 s)
 
 ctl() { "$GUEST" ctl --pool "$POOL" "$1" >>"$T/ctl.out"; }
 
-"$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
-HVPID=$!
-wait_sock "$HV/xenstore.sock"
-wait_sock "$HV/hv.sock"
+start_hvsimd
 "$BIN/hvctl" --dir "$HV" domain create g1 --mem 128M >/dev/null || fail "domain create"
 "$GUEST" create --pool "$POOL" --vol vol1 --size 268435456 || fail "create vol1"
-"$BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" 2>"$T/blkbackd.log" &
-BBPID=$!
-wait_sock "$POOL/blkbackd.sock"
+start_blkbackd
 
 ctl '{"cmd":"attach","vol":"vol1","domain":"g1","vdev":"xvdb"}' || fail "attach"
 "$GUEST" write --hv-dir "$HV" --domain g1 --vdev xvdb --log "$T/acked" --depth 32 \

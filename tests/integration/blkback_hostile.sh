@@ -21,18 +21,13 @@ FIOPID=""
 
 ctl() { "$GUEST" ctl --pool "$POOL" "$1" >>"$T/ctl.out"; }
 
-"$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
-HVPID=$!
-wait_sock "$HV/xenstore.sock"
-wait_sock "$HV/hv.sock"
+start_hvsimd
 "$BIN/hvctl" --dir "$HV" domain create good --mem 256M >/dev/null || fail "domain create good"
 "$BIN/hvctl" --dir "$HV" domain create evil --mem 64M >/dev/null || fail "domain create evil"
 "$GUEST" create --pool "$POOL" --vol vgood --size 67108864 || fail "create vgood"
 "$GUEST" create --pool "$POOL" --vol vevil --size 16777216 || fail "create vevil"
 
-"$BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" 2>"$T/blkbackd.log" &
-BBPID=$!
-wait_sock "$POOL/blkbackd.sock"
+start_blkbackd
 ctl '{"cmd":"attach","vol":"vgood","domain":"good","vdev":"xvda"}' || fail "attach good"
 ctl '{"cmd":"attach","vol":"vevil","domain":"evil","vdev":"xvda"}' || fail "attach evil"
 

@@ -57,10 +57,7 @@ wait_state() {
 	done
 }
 
-"$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
-HVPID=$!
-wait_sock "$HV/xenstore.sock"
-wait_sock "$HV/hv.sock"
+start_hvsimd
 "$BIN/hvctl" --dir "$HV" domain create g1 --mem 128M >/dev/null || fail "domain create"
 ok create vol1 --size 64M
 ok create vol2 --size 16M

@@ -27,15 +27,10 @@ wait_lines() { # wait_lines FILE N: FILE has at least N lines (bounded: 20 s)
 
 ctl() { "$BIN/blkctl" --pool "$POOL" "$@"; }
 
-"$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
-HVPID=$!
-wait_sock "$HV/xenstore.sock"
-wait_sock "$HV/hv.sock"
+start_hvsimd
 "$BIN/hvctl" --dir "$HV" domain create g1 --mem 128M >/dev/null || fail "domain create"
 
-"$BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" 2>"$T/blkbackd.log" &
-BBPID=$!
-wait_sock "$POOL/blkbackd.sock"
+start_blkbackd
 ctl create dvol --size 256M --store dedup >/dev/null || fail "create"
 ctl attach dvol g1 xvda >/dev/null || fail "attach"
 

@@ -9,23 +9,16 @@ BIN=${SLUICE_BIN:?run through tests/run.sh}
 LIB=${SLUICE_LIB:?run through tests/run.sh}
 T=$(mktemp -d /tmp/sluice-dedup-fio.XXXXXX)
 . "$SLUICE_TOP/tests/integration/lib/common.sh"
+. "$SLUICE_TOP/tests/integration/lib/fio.sh"
 HV="$T/hv"
 POOL="$T/pool"
 HVPID=""
 BBPID=""
 
-FIO_PRELOAD=$(ldd "$LIB/fio-blkfront.so" | awk '/lib(a|ub)san/ { printf "%s ", $3 }')
-FIO_ASAN="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
-
-"$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
-HVPID=$!
-wait_sock "$HV/xenstore.sock"
-wait_sock "$HV/hv.sock"
+start_hvsimd
 "$BIN/hvctl" --dir "$HV" domain create g1 --mem 256M >/dev/null || fail "domain create"
 
-"$BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" 2>"$T/blkbackd.log" &
-BBPID=$!
-wait_sock "$POOL/blkbackd.sock"
+start_blkbackd
 "$BIN/blkctl" --pool "$POOL" create dvol --size 64M --store dedup || fail "create"
 "$BIN/blkctl" --pool "$POOL" attach dvol g1 xvda || fail "attach"
 

@@ -32,14 +32,9 @@ t = open(sys.argv[1]).read()
 print(json.loads(t[t.find("{"):])["jobs"][0]["error"])' "$T/$1.json"
 }
 
-"$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
-HVPID=$!
-wait_sock "$HV/xenstore.sock"
-wait_sock "$HV/hv.sock"
+start_hvsimd
 "$BIN/hvctl" --dir "$HV" domain create g1 --mem 256M >/dev/null || fail "domain create"
-"$BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" 2>"$T/blkbackd.log" &
-BBPID=$!
-wait_sock "$POOL/blkbackd.sock"
+start_blkbackd
 "$BIN/blkctl" --pool "$POOL" create dvol --size 64M --store dedup >/dev/null || fail "create"
 "$BIN/blkctl" --pool "$POOL" attach dvol g1 xvda || fail "attach"
 

@@ -10,13 +10,11 @@ BIN=${SLUICE_BIN:?run through tests/run.sh}
 LIB=${SLUICE_LIB:?run through tests/run.sh}
 T=$(mktemp -d /tmp/sluice-dedup-snap.XXXXXX)
 . "$SLUICE_TOP/tests/integration/lib/common.sh"
+. "$SLUICE_TOP/tests/integration/lib/fio.sh"
 HV="$T/hv"
 POOL="$T/pool"
 HVPID=""
 BBPID=""
-
-FIO_PRELOAD=$(ldd "$LIB/fio-blkfront.so" | awk '/lib(a|ub)san/ { printf "%s ", $3 }')
-FIO_ASAN="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 
 ctl() { "$BIN/blkctl" --pool "$POOL" "$@"; }
 
@@ -47,14 +45,9 @@ sys.exit(0 if data == want else 1)
 EOF
 }
 
-"$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
-HVPID=$!
-wait_sock "$HV/xenstore.sock"
-wait_sock "$HV/hv.sock"
+start_hvsimd
 "$BIN/hvctl" --dir "$HV" domain create g1 --mem 256M >/dev/null || fail "domain create"
-"$BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" 2>"$T/blkbackd.log" &
-BBPID=$!
-wait_sock "$POOL/blkbackd.sock"
+start_blkbackd
 
 ctl create base --size 32M --store dedup >/dev/null || fail "create"
 ctl attach base g1 xvda >/dev/null || fail "attach base"

@@ -9,18 +9,12 @@ BIN=${SLUICE_BIN:?run through tests/run.sh}
 LIB=${SLUICE_LIB:?run through tests/run.sh}
 T=$(mktemp -d /tmp/sluice-fio-restart.XXXXXX)
 . "$SLUICE_TOP/tests/integration/lib/common.sh"
+. "$SLUICE_TOP/tests/integration/lib/fio.sh"
 HV="$T/hv"
 POOL="$T/pool"
 HVPID=""
 BBPID=""
 FIOPID=""
-
-# With SANITIZE=1 the engine links ASan/UBSan, whose runtimes must come first in fio: preload
-# them. fio itself leaks a few bytes at exit, so leak reports are off for fio; the library's own
-# leaks are caught by its unit tests, which run under LeakSanitizer.
-# (env execs fio, so a background fio's $! is fio itself.)
-FIO_PRELOAD=$(ldd "$LIB/fio-blkfront.so" | awk '/lib(a|ub)san/ { printf "%s ", $3 }')
-FIO_ASAN="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 
 wr_req() { # wr_req of g1/xvda from blkctl stats (0 when not known yet)
 	"$BIN/blkctl" --pool "$POOL" stats g1 xvda --json 2>/dev/null | python3 -c '
@@ -34,16 +28,7 @@ except Exception:
     print(0)'
 }
 
-start_blkbackd() {
-	"$BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" 2>>"$T/blkbackd.log" &
-	BBPID=$!
-	wait_sock "$POOL/blkbackd.sock"
-}
-
-"$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
-HVPID=$!
-wait_sock "$HV/xenstore.sock"
-wait_sock "$HV/hv.sock"
+start_hvsimd
 "$BIN/hvctl" --dir "$HV" domain create g1 --mem 256M >/dev/null || fail "domain create"
 start_blkbackd
 "$BIN/blkctl" --pool "$POOL" create vol1 --size 32M || fail "create"

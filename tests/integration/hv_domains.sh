@@ -25,10 +25,7 @@ expect_error() {
 	grep -q -- "$words" "$T/err" || { cat "$T/err" >&2; fail "'$*': no '$words'"; }
 }
 
-"$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
-HVPID=$!
-wait_sock "$HV/xenstore.sock"
-wait_sock "$HV/hv.sock"
+start_hvsimd
 
 # Create: the new domid on stdout.
 [ "$(hvctl domain create g1)" = 1 ] || fail "first domid is not 1"

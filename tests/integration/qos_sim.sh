@@ -20,13 +20,6 @@ BBPID=""
 FIOPIDS=""
 SIM=3000
 
-start_blkbackd() {
-	"$BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" --sim-device "$SIM:100" \
-		2>>"$T/blkbackd.log" &
-	BBPID=$!
-	wait_sock "$POOL/blkbackd.sock"
-}
-
 ctl() { "$BIN/blkctl" --pool "$POOL" "$@"; }
 
 # snap FILE: when blkbackd read its counters and every vbd's completed requests: "time ns",
@@ -83,11 +76,8 @@ finish_load() {
 	FIOPIDS=""
 }
 
-"$BIN/hvsimd" --dir "$HV" 2>"$T/hvsimd.log" &
-HVPID=$!
-wait_sock "$HV/xenstore.sock"
-wait_sock "$HV/hv.sock"
-start_blkbackd
+start_hvsimd
+start_blkbackd --sim-device "$SIM:100"
 for g in g1 g2 g3; do
 	"$BIN/hvctl" --dir "$HV" domain create "$g" --mem 256M >/dev/null || fail "domain $g"
 	ctl create "v$g" --size 32M >/dev/null || fail "create v$g"
@@ -179,7 +169,7 @@ EOF
 kill -TERM "$BBPID"
 wait "$BBPID" || fail "blkbackd did not stop cleanly"
 BBPID=""
-start_blkbackd
+start_blkbackd --sim-device "$SIM:100"
 i=0
 until ctl qos --json >"$T/qos.json" 2>/dev/null &&
 	[ "$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["vbds"]))' \

@@ -8,6 +8,9 @@
 # fail MESSAGE: print "FAIL: MESSAGE" and the end of every log in $T (*.log, *.err, *.out, and
 # the files out and err), then exit 1.
 # wait_sock PATH: wait (at most 10 s) for a daemon's socket to appear.
+# start_hvsimd: hvsimd in $HV (log $T/hvsimd.log) as HVPID, once both its sockets exist.
+# start_blkbackd [ARGS...]: blkbackd on $HV and $POOL with ARGS (log $T/blkbackd.log) as
+# BBPID, once its control socket exists.
 
 FIOPIDS=${FIOPIDS:-}
 FIOPID=${FIOPID:-}
@@ -47,4 +50,17 @@ wait_sock() {
 		sleep 0.05
 	done
 	return 0
+}
+
+start_hvsimd() {
+	"$SLUICE_BIN/hvsimd" --dir "$HV" 2>>"$T/hvsimd.log" &
+	HVPID=$!
+	wait_sock "$HV/xenstore.sock"
+	wait_sock "$HV/hv.sock"
+}
+
+start_blkbackd() {
+	"$SLUICE_BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" "$@" 2>>"$T/blkbackd.log" &
+	BBPID=$!
+	wait_sock "$POOL/blkbackd.sock"
 }
