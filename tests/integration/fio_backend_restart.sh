@@ -16,18 +16,6 @@ HVPID=""
 BBPID=""
 FIOPID=""
 
-wr_req() { # wr_req of g1/xvda from blkctl stats (0 when not known yet)
-	"$BIN/blkctl" --pool "$POOL" stats g1 xvda --json 2>/dev/null | python3 -c '
-import json, sys
-try:
-    s = json.load(sys.stdin)
-    v = s.get("vbds", s) if isinstance(s, dict) else s
-    v = v if isinstance(v, list) else [v]
-    print(int(v[0]["wr_req"]))
-except Exception:
-    print(0)'
-}
-
 start_hvsimd
 "$BIN/hvctl" --dir "$HV" domain create g1 --mem 256M >/dev/null || fail "domain create"
 start_blkbackd
@@ -44,7 +32,7 @@ env LD_PRELOAD="$FIO_PRELOAD" ASAN_OPTIONS="$FIO_ASAN" \
 FIOPID=$!
 
 i=0
-while [ "$(wr_req)" -eq 0 ]; do
+while [ "$(vbd_stat g1 xvda wr_req)" -eq 0 ]; do
 	i=$((i + 1))
 	[ $i -gt 200 ] && fail "the guest never started writing"
 	kill -0 "$FIOPID" 2>/dev/null || fail "fio ended before any write reached the backend"

@@ -11,6 +11,8 @@
 # start_hvsimd: hvsimd in $HV (log $T/hvsimd.log) as HVPID, once both its sockets exist.
 # start_blkbackd [ARGS...]: blkbackd on $HV and $POOL with ARGS (log $T/blkbackd.log) as
 # BBPID, once its control socket exists.
+# vbd_stat DOMAIN VDEV FIELD: one counter of `blkctl stats` for that disk on $POOL (0 when
+# blkbackd does not know the disk yet).
 
 FIOPIDS=${FIOPIDS:-}
 FIOPID=${FIOPID:-}
@@ -63,4 +65,16 @@ start_blkbackd() {
 	"$SLUICE_BIN/blkbackd" --hv-dir "$HV" --pool "$POOL" "$@" 2>>"$T/blkbackd.log" &
 	BBPID=$!
 	wait_sock "$POOL/blkbackd.sock"
+}
+
+vbd_stat() {
+	"$SLUICE_BIN/blkctl" --pool "$POOL" stats "$1" "$2" --json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    v = json.load(sys.stdin)
+    v = v.get("vbds", v) if isinstance(v, dict) else v
+    v = v if isinstance(v, list) else [v]
+    print(int(v[0][sys.argv[1]]))
+except Exception:
+    print(0)' "$3"
 }
