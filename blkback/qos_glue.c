@@ -4,6 +4,7 @@
 #define LOG_TAG "qos"
 #include "blkback/qos_glue.h"
 #include "common/log.h"
+#include "common/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -107,10 +108,8 @@ int qos_glue_settings_path(char *buf, size_t len, const char *pool, const char *
 int qos_glue_settings_save(const char *pool, const char *domain, const char *vdev,
 			   const struct qos_vbd_settings *s)
 {
-	char path[4096], tmp[4096 + 8], dir[4096];
+	char path[4096], dir[4096];
 	struct json_object *o;
-	const char *txt;
-	FILE *f;
 	int r;
 
 	r = qos_glue_settings_path(path, sizeof(path), pool, domain, vdev);
@@ -120,35 +119,10 @@ int qos_glue_settings_save(const char *pool, const char *domain, const char *vde
 		return -ENAMETOOLONG;
 	if (mkdir(dir, 0755) && errno != EEXIST)
 		return -errno;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	o = qos_glue_settings_to_json(s);
 	if (!o)
 		return -ENOMEM;
-	txt = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	f = fopen(tmp, "w");
-	if (!f) {
-		r = -errno;
-		goto out_put;
-	}
-	if (fprintf(f, "%s\n", txt) < 0 || fflush(f) || fsync(fileno(f))) {
-		r = -errno ? -errno : -EIO;
-		fclose(f);
-		goto out_unlink;
-	}
-	if (fclose(f)) {
-		r = -errno;
-		goto out_unlink;
-	}
-	if (rename(tmp, path)) {
-		r = -errno;
-		goto out_unlink;
-	}
-	json_object_put(o);
-	return 0;
-
-out_unlink:
-	unlink(tmp);
-out_put:
+	r = util_write_file_line(path, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return r;
 }

@@ -2,6 +2,7 @@
  * blkback/qos_model.c - the pool's device cost model file, POOL/qos/device.json (qos_model.h).
  */
 #include "blkback/qos_model.h"
+#include "common/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -118,11 +119,10 @@ fail:
 int qos_model_save(const char *pool, const struct qos_cost_model *m, const struct qos_calib *c,
 		   const char *source)
 {
-	char path[4096], tmp[4096 + 16], dir[4096];
+	char path[4096], dir[4096];
 	struct json_object *o;
 	const char *txt;
-	size_t len, off;
-	int fd, dfd, r;
+	int r;
 
 	r = qos_model_path(path, sizeof(path), pool);
 	if (r)
@@ -136,59 +136,10 @@ int qos_model_save(const char *pool, const struct qos_cost_model *m, const struc
 		return -ENOMEM;
 	txt = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED);
 	if (!txt) {
-		r = -ENOMEM;
-		goto out_put;
+		json_object_put(o);
+		return -ENOMEM;
 	}
-	/* A unique temporary name: two calibrations saving at once must not share one. */
-	snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path);
-	fd = mkstemp(tmp);
-	if (fd < 0) {
-		r = -errno;
-		goto out_put;
-	}
-	len = strlen(txt);
-	for (off = 0; off < len;) {
-		ssize_t n = write(fd, txt + off, len - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			goto out_close;
-		}
-		off += (size_t)n;
-	}
-	if (write(fd, "\n", 1) != 1) {
-		r = errno ? -errno : -EIO;
-		goto out_close;
-	}
-	/* mkstemp makes 0600; the model is no secret and operators read it. */
-	if (fchmod(fd, 0644) || fsync(fd)) {
-		r = -errno;
-		goto out_close;
-	}
-	if (close(fd)) {
-		r = -errno;
-		goto out_unlink;
-	}
-	if (rename(tmp, path)) {
-		r = -errno;
-		goto out_unlink;
-	}
-	/* The rename is durable once the directory is: a crash keeps the old or the new model. */
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-	json_object_put(o);
-	return 0;
-
-out_close:
-	close(fd);
-out_unlink:
-	unlink(tmp);
-out_put:
+	r = util_write_file_line(path, txt);
 	json_object_put(o);
 	return r;
 }

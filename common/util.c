@@ -5,9 +5,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 int util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
@@ -99,4 +103,67 @@ uint64_t util_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int util_write_file_atomic(const char *path, const void *data, size_t len)
+{
+	char tmp[4096], dir[4096];
+	const char *slash = strrchr(path, '/');
+	size_t off;
+	int fd, dfd, rc = 0;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	if (slash)
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path + (slash == path)), path);
+	else
+		snprintf(dir, sizeof(dir), ".");
+	/* A unique temporary name: two writers at once must not share one. */
+	fd = mkstemp(tmp);
+	if (fd < 0)
+		return -errno;
+	for (off = 0; off < len;) {
+		ssize_t n = write(fd, (const char *)data + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = -errno;
+			break;
+		}
+		off += (size_t)n;
+	}
+	/* mkstemp makes 0600; these files are settings that operators read. */
+	if (!rc && (fchmod(fd, 0644) || fsync(fd)))
+		rc = -errno;
+	if (close(fd) && !rc)
+		rc = -errno;
+	if (!rc && rename(tmp, path))
+		rc = -errno;
+	if (rc) {
+		unlink(tmp);
+		return rc;
+	}
+	/* The rename is durable once the directory is. */
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}
+
+int util_write_file_line(const char *path, const char *text)
+{
+	size_t len = strlen(text);
+	char *buf = malloc(len + 1);
+	int rc;
+
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, text, len);
+	buf[len] = '\n';
+	rc = util_write_file_atomic(path, buf, len + 1);
+	free(buf);
+	return rc;
 }

@@ -25,4 +25,14 @@ int util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 /** CLOCK_MONOTONIC in nanoseconds. */
 uint64_t util_now_ns(void);
 
+/**
+ * Replace @path with @len bytes of @data, atomically and durably: a unique temporary file in
+ * the same directory (mode 0644), fsync, rename over @path, fsync of the directory. After a
+ * crash @path holds the old or the new content. Returns 0 or -errno (nothing left behind).
+ */
+int util_write_file_atomic(const char *path, const void *data, size_t len);
+
+/** util_write_file_atomic() of the string @text and a newline. */
+int util_write_file_line(const char *path, const char *text);
+
 #endif

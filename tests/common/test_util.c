@@ -3,7 +3,10 @@
 #include "tests/harness.h"
 
 #include <errno.h>
+#include <dirent.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void test_parse_size_ok(void)
 {
@@ -44,7 +47,40 @@ static void test_fmt_size(void)
 	CU_ASSERT_STRING_EQUAL(util_fmt_size(3ull << 19, buf, sizeof(buf)), "1.5M");
 }
 
+/* Atomic replace: content, mode 0644, no temporary left, and errors leave nothing. */
+static void test_write_file_atomic(void)
+{
+	char dir[512], path[600], buf[64];
+	struct stat st;
+	struct dirent *e;
+	FILE *f;
+	DIR *d;
+	int n = 0;
+
+	snprintf(dir, sizeof(dir), "%s/wfa", harness_tmpdir());
+	CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0755), 0);
+	snprintf(path, sizeof(path), "%s/f.json", dir);
+	CU_ASSERT_EQUAL(util_write_file_line(path, "first"), 0);
+	CU_ASSERT_EQUAL(util_write_file_atomic(path, "second\n", 7), 0);
+	f = fopen(path, "r");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+	CU_ASSERT_PTR_NOT_NULL(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	CU_ASSERT_STRING_EQUAL(buf, "second\n");
+	CU_ASSERT_EQUAL(stat(path, &st), 0);
+	CU_ASSERT_EQUAL(st.st_mode & 0777, 0644);
+	d = opendir(dir);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	CU_ASSERT_EQUAL(n, 1); /* no temporary file left */
+	snprintf(path, sizeof(path), "%s/missing/f.json", dir);
+	CU_ASSERT_EQUAL(util_write_file_line(path, "x"), -ENOENT);
+}
+
 static CU_TestInfo tests[] = {
+	{ "write_file_atomic", test_write_file_atomic },
 	{ "parse_size_ok", test_parse_size_ok },
 	{ "parse_size_bad", test_parse_size_bad },
 	{ "fmt_size", test_fmt_size },
